@@ -14,9 +14,9 @@ from typing import TextIO
 class Progress:
     """A stage name, a count and a total; printed as a single updating line, readable from other threads."""
 
-    def __init__(self, label: str = "", *, stream: TextIO | None = sys.stderr, interval: float = 2.0):
+    def __init__(self, label: str = "", *, stream: TextIO | None | str = "stderr", interval: float = 2.0):
         self.label = label
-        self.stream = stream
+        self.stream = sys.stderr if stream == "stderr" else stream  # looked up now: tests and tools swap sys.stderr
         self.interval = interval
         self._lock = threading.Lock()
         self._stage, self._done, self._total = "", 0, None
