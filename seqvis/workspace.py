@@ -18,7 +18,9 @@ class Workspace:
         self._lock = threading.Lock()
         self.projects: dict[str, projects.Project] = {}
         self.errors: dict[str, str] = {}
+        self.cache_dir = self.data_dir / ".cache"
         self.builds: dict[str, dict] = {}
+        self._services: dict[tuple[str, type], object] = {}
         self._progress: dict[str, Progress] = {}
         self.reload()
 
@@ -27,12 +29,25 @@ class Workspace:
         found, errors = projects.discover(self.data_dir) if self.data_dir.is_dir() else ({}, {})
         with self._lock:
             old, self.projects, self.errors = self.projects, found, errors
+            self._services.clear()
         for project in old.values():
             project.close()
 
     def get(self, name: str) -> projects.Project | None:
         with self._lock:
             return self.projects.get(name)
+
+    def service(self, name: str, service_class: type):
+        """The service (an Explorer, ...) of project `name`, made once per opened project; None when there is no
+        such project or it is of another kind than `service_class.kind`."""
+        with self._lock:
+            project = self.projects.get(name)
+            if project is None or project.kind != service_class.kind:
+                return None
+            key = (name, service_class)
+            if key not in self._services:
+                self._services[key] = service_class(project, self.cache_dir / name)
+            return self._services[key]
 
     def missing_demos(self) -> list[str]:
         return [name for name in DEMOS if not (self.data_dir / demo_folder(name)).exists()]

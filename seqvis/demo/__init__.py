@@ -1,11 +1,13 @@
 """Demo projects: builders that train small models on data every machine has offline and write projects.
 
-A builder is `build(out_dir: Path, progress: Progress, tiny: bool) -> None`; it writes a complete project into
+Each demo is a module here with `build(out_dir: Path, progress: Progress, tiny: bool) -> None`, imported only
+when it is built (torch training code stays out of the server's start). `build` writes a complete project into
 `out_dir`, which `build_demo` creates empty and renames into place only when the build succeeded, so an
 interrupted build leaves nothing half-written under the data folder.
 """
 from __future__ import annotations
 
+import importlib
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -15,7 +17,14 @@ from seqvis.progress import Progress
 
 Builder = Callable[[Path, Progress, bool], None]
 
-DEMOS: dict[str, Builder] = {}
+
+def _module(name: str) -> Builder:
+    return lambda out_dir, progress, tiny: importlib.import_module(name).build(out_dir, progress, tiny)
+
+
+DEMOS: dict[str, Builder] = {
+    "explorer": _module("seqvis.demo.explorer"),
+}
 
 
 def demo_folder(name: str) -> str:

@@ -10,6 +10,10 @@ from seqvis.server.errors import bad_request
 _MISSING = object()
 
 
+class _Default(Exception):
+    """Raised by `_raw` when the parameter is absent and has a default, which the reader then returns as is."""
+
+
 def _raw(name: str, default):
     value = request.args.get(name)
     if value is None and request.is_json:
@@ -19,10 +23,22 @@ def _raw(name: str, default):
     if value is None:
         if default is _MISSING:
             raise bad_request(name, "is required")
-        return default
+        raise _Default
     return value
 
 
+def _reader(read):
+    """Give a reader its `default` back untouched when the parameter is absent."""
+    def reader(name: str, default=_MISSING, **options):
+        try:
+            return read(name, default, **options)
+        except _Default:
+            return default
+    reader.__doc__ = read.__doc__
+    return reader
+
+
+@_reader
 def string(name: str, default=_MISSING, *, max_length: int = 10_000) -> str:
     value = _raw(name, default)
     if not isinstance(value, str):
@@ -32,6 +48,7 @@ def string(name: str, default=_MISSING, *, max_length: int = 10_000) -> str:
     return value
 
 
+@_reader
 def integer(name: str, default=_MISSING, *, lo: int | None = None, hi: int | None = None) -> int:
     value = _raw(name, default)
     try:
@@ -44,6 +61,7 @@ def integer(name: str, default=_MISSING, *, lo: int | None = None, hi: int | Non
     return number
 
 
+@_reader
 def number(name: str, default=_MISSING, *, lo: float | None = None, hi: float | None = None) -> float:
     value = _raw(name, default)
     try:
@@ -56,6 +74,7 @@ def number(name: str, default=_MISSING, *, lo: float | None = None, hi: float | 
     return result
 
 
+@_reader
 def integers(name: str, default=_MISSING, *, lo: int | None = None, hi: int | None = None,
              max_count: int = 1000) -> list[int]:
     """A list of integers, given as a JSON list or as a comma-separated string."""
@@ -79,7 +98,7 @@ def integers(name: str, default=_MISSING, *, lo: int | None = None, hi: int | No
 
 def choice(name: str, options: list[str], default=_MISSING) -> str:
     value = string(name, default)
-    if value not in options:
+    if value is not default and value not in options:
         raise bad_request(name, f"must be one of {', '.join(options)}; got {value!r}")
     return value
 

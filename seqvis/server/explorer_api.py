@@ -1,0 +1,56 @@
+"""Hidden-state explorer routes: /api/explorer/<project>/{context,select,match,search,labels,unit}."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from seqvis.explorer import Explorer
+from seqvis.server import params
+from seqvis.server.errors import ApiError, not_found
+from seqvis.server.projects_api import workspace
+
+blueprint = Blueprint("explorer", __name__, url_prefix="/api/explorer/<project>")
+
+
+def explorer(project: str) -> Explorer:
+    service = workspace().service(project, Explorer)
+    if service is None:
+        if workspace().get(project) is None:
+            raise not_found("project", project)
+        raise ApiError(400, "wrong_kind", f"project {project!r} is not a token-states project")
+    return service
+
+
+@blueprint.get("/context")
+def context(project: str):
+    """Words, meta tracks and states (tanh or raw) of tokens [start, stop) of a layer; all units by default."""
+    return jsonify(explorer(project).context(
+        params.string("layer"), params.integer("start"), params.integer("stop"),
+        units=params.integers("units", None), transform=params.choice("transform", ["tanh", "none"], None)))
+
+
+@blueprint.get("/select")
+def select(project: str):
+    """The units on over the brush [b0, b1) and off over the padding (LSTMVis cell selection)."""
+    return jsonify(explorer(project).select(
+        params.string("layer"), (params.integer("b0"), params.integer("b1")),
+        (params.integer("left", 1, lo=0, hi=1000), params.integer("right", 0, lo=0, hi=1000)),
+        params.number("threshold", 0.3, lo=-1, hi=1)))
+
+
+@blueprint.get("/search")
+def search(project: str):
+    """Positions where a phrase or regular expression occurs in the corpus text (bounded in time and hits)."""
+    return jsonify(explorer(project).search_text(
+        params.string("q", max_length=500), regex=params.choice("regex", ["0", "1"], "0") == "1",
+        limit=params.integer("limit", 100, lo=1, hi=1000)))
+
+
+@blueprint.get("/match")
+def match(project: str):
+    """Runs over the whole corpus where the selected units are on (LSTMVis match), ranked, with context,
+    length histograms and per-meta summaries."""
+    return jsonify(explorer(project).match(
+        params.string("layer"), params.integers("units", max_count=1000), params.number("threshold", 0.3, lo=-1, hi=1),
+        phrase_length=params.integer("phrase_length", 0, lo=0, hi=1000),
+        constrain=(params.choice("left", ["0", "1"], "0") == "1", params.choice("right", ["0", "1"], "0") == "1"),
+        top=params.integer("top", 50, lo=1, hi=500)))

@@ -1,0 +1,368 @@
+// The hidden-state explorer page: scroll a layer's states over the corpus, brush a range to select the units on
+// there, match them over the whole corpus. The view lives in the address (history.replaceState) so it can be shared.
+import { formatCount, showError } from "./common.js";
+import { heatmap, histogram, renderResults, renderUnits } from "./explorer/panel.js";
+import { wireGestures } from "./explorer/gestures.js";
+import { LinePlot } from "./explorer/plot.js";
+import { ExplorerService } from "./explorer/service.js";
+import { isCharLevel, renderMeta, renderWords, shownWord } from "./explorer/tracks.js";
+import { checkView, formatView, MAX_SIZE, MIN_SIZE, parseView } from "./explorer/viewstate.js";
+
+const $ = (id) => document.getElementById(id);
+const plot = new LinePlot($("plot"));
+const page = {
+  view: null, project: null, service: null, chunk: null, labels: new Map(), match: null, matchedUnits: null,
+  matching: false, activeResult: null, hits: [], hit: -1, searchComplete: true, hover: null, preview: null, frame: 0,
+};
+const layerInfo = () => page.project.layers.find((layer) => layer.name === page.view.layer);
+const clamp = (value, lo, hi) => Math.min(hi, Math.max(lo, value));
+
+// Run one user action: clear the previous error, show this one's failure in #error.
+async function act(task) {
+  showError(null);
+  try {
+    await task();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+function remember() {
+  history.replaceState(null, "", formatView(page.view));
+}
+
+// -- drawing -----------------------------------------------------------------------------------------------------
+function schedule() {
+  if (!page.frame) page.frame = requestAnimationFrame(draw);
+}
+
+// How many of the selected units are on at each visible token.
+function onCounts(from, to) {
+  const { chunk, view } = page;
+  const rows = (view.units ?? []).map((unit) => chunk.states[chunk.units.indexOf(unit)]).filter(Boolean);
+  const counts = new Int32Array(to - from);
+  for (const row of rows) for (let i = from; i < to; i++) if (row[i] >= view.threshold) counts[i - from]++;
+  return counts;
+}
+
+function draw() {
+  page.frame = 0;
+  const { chunk, view } = page;
+  if (!chunk || chunk.layer !== view.layer || view.position < chunk.start || view.position >= chunk.stop) return;
+  const from = view.position - chunk.start;
+  const to = Math.min(from + view.size, chunk.stop - chunk.start);
+  plot.draw({
+    chunk, position: view.position, size: view.size, selected: view.units ?? [], hover: page.hover,
+    threshold: view.threshold, brush: view.brush, padding: view.padding, preview: page.preview,
+    fixedRange: layerInfo().transform === "tanh" ? [-1, 1] : null,
+  });
+  $("plot").dataset.drawMs = plot.drawMilliseconds.toFixed(1);
+  const cellWidth = plot.columns(view.size).cell;
+  renderWords($("words"), {
+    words: chunk.words.slice(from, to), position: view.position, on: onCounts(from, to),
+    selected: view.units?.length ?? 0, brush: page.preview ?? view.brush, padding: view.padding,
+    hits: page.hits, cellWidth,
+  });
+  renderMeta($("meta-rows"), { meta: chunk.meta, from, to, cellWidth });
+}
+
+// Fetch the context the view needs (the service keeps a chunk around it), then draw.
+async function showView() {
+  const { view } = page;
+  const wanted = { layer: view.layer, position: view.position };
+  const stop = Math.min(page.project.tokens, view.position + view.size);
+  const chunk = await page.service.context(view.layer, view.position, stop, page.project.tokens);
+  if (wanted.layer === view.layer && wanted.position === view.position) {
+    page.chunk = chunk;
+    schedule();
+  }
+}
+
+// -- view changes ------------------------------------------------------------------------------------------------
+function syncControls() {
+  const { view } = page;
+  $("layer").value = view.layer ?? "";
+  $("position").value = view.position;
+  $("size").value = view.size;
+  $("threshold").value = view.threshold;
+  $("threshold-value").textContent = view.threshold.toFixed(2);
+  $("pad-left").value = view.padding[0];
+  $("pad-right").value = view.padding[1];
+  $("query").value = view.query;
+  $("regex").checked = view.regex;
+  $("match-length").value = view.matchOptions.length;
+  $("match-left").checked = view.matchOptions.left;
+  $("match-right").checked = view.matchOptions.right;
+}
+
+function moveTo(position) {
+  const { view } = page;
+  view.position = clamp(Math.round(position), 0, Math.max(0, page.project.tokens - view.size));
+  syncControls();
+  remember();
+  return act(showView);
+}
+
+function resize(size) {
+  const { view } = page;
+  const centre = view.position + view.size / 2;
+  view.size = clamp(Math.round(size), MIN_SIZE, Math.min(MAX_SIZE, Math.max(MIN_SIZE, page.project.tokens)));
+  return moveTo(centre - view.size / 2);
+}
+
+// Ask the server which units the brush selects (replaces the selection), then redraw.
+async function selectUnits() {
+  const { view } = page;
+  renderSelection();
+  if (!view.brush) return;
+  const brush = view.brush;
+  const units = await page.service.select(view.layer, brush, view.padding, view.threshold);
+  if (brush !== view.brush) return;
+  setUnits(units);
+}
+
+function setUnits(units) {
+  page.view.units = units;
+  page.view.match = false;
+  remember();
+  renderSelection();
+  schedule();
+}
+
+function renderSelection() {
+  const { view } = page;
+  const units = view.units ?? [];
+  $("unit-count").textContent = view.units ? `(${units.length})` : "";
+  $("brush-status").textContent = view.brush
+    ? `brush ${view.brush[0]}–${view.brush[1] - 1} (${view.brush[1] - view.brush[0]} tokens), padding ` +
+      `${view.padding[0]} / ${view.padding[1]}, threshold ${view.threshold.toFixed(2)}` +
+      (view.units && !units.length ? ": no unit is on all along the brush and off around it" : "")
+    : "Brush a range of tokens to select the units on there.";
+  renderUnits($("units"), {
+    units, labels: page.labels,
+    onRemove: (unit) => setUnits(units.filter((other) => other !== unit)),
+    onHover: (unit) => { page.hover = unit; schedule(); },
+  });
+  showMatchStatus();
+}
+
+// What the match panel holds: in progress, or how many results for which units (and whether those changed).
+function showMatchStatus() {
+  const { match, view } = page;
+  let text = "";
+  if (page.matching) text = "matching…";
+  else if (match) {
+    const count = page.matchedUnits.length;
+    const all = count === 1 ? "the unit" : `all ${count} units`;
+    text = `${formatCount(match.total)} runs, ${formatCount(match.strictTotal)} with ${all} on` +
+      (match.results.length < match.total ? `; the best ${match.results.length} below` : "");
+    if (match.index.status !== "ready") text += `; scanned the states, the match index is ${indexState(match.index)}`;
+    if (String(page.matchedUnits) !== String(view.units ?? [])) text += "; the selection has changed since: match again";
+  }
+  $("match-status").textContent = text;
+}
+
+function setBrush(brush) {
+  page.view.brush = brush;
+  page.activeResult = null;
+  remember();
+  schedule();
+  return act(selectUnits);
+}
+
+// -- match, labels, search -----------------------------------------------------------------------------------------
+const indexState = ({ status, progress }) =>
+  (status === "building" && progress?.fraction != null ? `building (${Math.round(100 * progress.fraction)}%)` : status);
+
+async function runMatch() {
+  const { view } = page;
+  const units = view.units ?? [];
+  if (!units.length) throw new Error("match: select units first (brush a range, or add units by number)");
+  page.matching = true;
+  showMatchStatus();
+  try {
+    page.match = await page.service.match(view.layer, units, view.threshold, view.matchOptions);
+    page.matchedUnits = [...units];
+  } finally {
+    page.matching = false;
+    showMatchStatus();
+  }
+  page.activeResult = null;
+  view.match = true;
+  remember();
+  renderMatch();
+}
+
+function renderMatch() {
+  const { match } = page;
+  const units = page.matchedUnits.length;
+  showMatchStatus();
+  renderResults($("results"), {
+    results: match.results, units, active: page.activeResult,
+    separator: page.chunk && isCharLevel(page.chunk.words) ? "" : " ",
+    onPick: (result, index) => {
+      page.activeResult = index;
+      const { view } = page;
+      view.brush = [result.start, result.stop];
+      renderSelection();
+      renderMatch();
+      moveTo(result.start - Math.floor((view.size - (result.stop - result.start)) / 2));
+    },
+  });
+  $("match-summary").replaceChildren(
+    ...match.lengths.map(histogram),
+    ...Object.entries(match.meta).map(([name, track]) => heatmap({ name, ...track })));
+}
+
+async function loadLabels() {
+  page.labels = await page.service.labels(page.view.layer);
+  renderSelection();
+}
+
+// Find the query's hits; `jump` moves the view to the first hit from the current position on.
+async function runSearch(jump) {
+  const { view } = page;
+  view.query = $("query").value.trim();
+  view.regex = $("regex").checked;
+  remember();
+  page.hits = [];
+  page.hit = -1;
+  if (view.query) {
+    const answer = await page.service.search(view.query, view.regex);
+    page.hits = answer.hits;
+    page.searchComplete = answer.complete;
+  }
+  const next = page.hits.findIndex((hit) => hit.start >= view.position);
+  await showHit(page.hits.length ? Math.max(0, next) : -1, jump);
+}
+
+function showHit(index, jump = true) {
+  page.hit = index;
+  const count = page.hits.length;
+  $("hit-status").textContent = !page.view.query ? "" :
+    count ? `${index + 1} / ${formatCount(count)}${page.searchComplete ? "" : "+"}` : "no hits";
+  $("hit-back").disabled = $("hit-forward").disabled = count < 2;
+  if (index < 0 || !jump) { schedule(); return Promise.resolve(); }
+  return moveTo(page.hits[index].start - Math.floor(page.view.size / 4));
+}
+
+// -- interaction ---------------------------------------------------------------------------------------------------
+// Highlight the unit line under the pointer and say its value (event null: the pointer left the plot).
+function hoverPlot(event) {
+  const tooltip = $("tooltip");
+  const near = event && plot.unitNear(event.clientX, event.clientY);
+  if (page.hover !== (near?.unit ?? null)) { page.hover = near?.unit ?? null; schedule(); }
+  if (!near) { tooltip.hidden = true; return; }
+  const token = plot.tokenAt(event.clientX, page.view);
+  const label = page.labels.get(near.unit);
+  tooltip.textContent = `unit ${near.unit}: ${near.value.toFixed(3)} at ${token} ` +
+    `"${shownWord(page.chunk.words[token - page.chunk.start])}"${label?.label ? ` · ${label.label}` : ""}`;
+  tooltip.style.left = `${event.pageX + 12}px`;
+  tooltip.style.top = `${event.pageY + 12}px`;
+  tooltip.hidden = false;
+}
+
+function wireControls() {
+  const { view } = page;
+  const step = (fraction) => () => moveTo(view.position + fraction * Math.max(1, Math.round(view.size)));
+  $("layer").addEventListener("change", () => act(async () => {
+    view.layer = $("layer").value;
+    checkView(view, page.project);
+    page.match = null;
+    $("results").replaceChildren();
+    $("match-summary").replaceChildren();
+    showMatchStatus();
+    view.match = false;
+    if (!view.brush) view.units = null;
+    remember();
+    await Promise.all([showView(), selectUnits(), loadLabels()]);
+  }));
+  $("page-back").addEventListener("click", step(-1));
+  $("step-back").addEventListener("click", step(-0.1));
+  $("step-forward").addEventListener("click", step(0.1));
+  $("page-forward").addEventListener("click", step(1));
+  $("position").addEventListener("change", () => moveTo(Number($("position").value) || 0));
+  $("size").addEventListener("change", () => resize(Number($("size").value) || view.size));
+  $("zoom-in").addEventListener("click", () => resize(view.size / 2));
+  $("zoom-out").addEventListener("click", () => resize(view.size * 2));
+  let reselect = 0;
+  const afterSelectionInput = () => {
+    syncControls();
+    remember();
+    schedule();
+    clearTimeout(reselect);
+    reselect = setTimeout(() => act(selectUnits), 250);
+  };
+  $("threshold").addEventListener("input", () => { view.threshold = Number($("threshold").value); afterSelectionInput(); });
+  for (const [id, side] of [["pad-left", 0], ["pad-right", 1]]) {
+    $(id).addEventListener("change", () => { view.padding[side] = clamp(Number($(id).value) || 0, 0, 1000); afterSelectionInput(); });
+  }
+  $("controls").addEventListener("submit", (event) => { event.preventDefault(); act(() => runSearch(true)); });
+  $("hit-back").addEventListener("click", () => act(() => showHit((page.hit - 1 + page.hits.length) % page.hits.length)));
+  $("hit-forward").addEventListener("click", () => act(() => showHit((page.hit + 1) % page.hits.length)));
+  $("match-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    view.matchOptions = {
+      length: clamp(Math.round(Number($("match-length").value) || 0), 0, 1000),
+      left: $("match-left").checked, right: $("match-right").checked,
+    };
+    act(runMatch);
+  });
+  $("add-unit").addEventListener("submit", (event) => {
+    event.preventDefault();
+    act(async () => {
+      const unit = Number($("unit-input").value);
+      const count = layerInfo()?.units ?? 0;
+      if (!Number.isInteger(unit) || unit < 0 || unit >= count) {
+        throw new Error(`unit: layer '${view.layer}' has units 0..${count - 1}, got '${$("unit-input").value}'`);
+      }
+      if (!(view.units ?? []).includes(unit)) setUnits([...(view.units ?? []), unit]);
+      $("unit-input").value = "";
+    });
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.target.closest("input, select, textarea") || event.ctrlKey || event.metaKey || event.altKey) return;
+    const moves = { ArrowLeft: -0.1, ArrowRight: 0.1 };
+    if (event.key in moves) step(moves[event.key] * (event.shiftKey ? 10 : 1))();
+    else if (event.key === "+" || event.key === "=") resize(view.size / 2);
+    else if (event.key === "-") resize(view.size * 2);
+    else return;
+    event.preventDefault();
+  });
+  window.addEventListener("resize", schedule);
+  wireGestures($("view"), plot, {
+    view: () => view, tokens: page.project.tokens, ready: () => page.chunk !== null,
+    preview: (range) => { page.preview = range; schedule(); },
+    brush: setBrush,
+    padding: (padding) => { view.padding = padding; syncControls(); renderSelection(); schedule(); },
+    paddingDone: () => { remember(); act(selectUnits); },
+    scroll: (steps) => moveTo(view.position + steps * Math.max(1, Math.round(view.size / 20))),
+    hover: hoverPlot,
+  });
+}
+
+// -- start ---------------------------------------------------------------------------------------------------------
+async function start() {
+  page.view = parseView(location.search);
+  page.service = new ExplorerService(page.view.project);
+  const project = page.project = await page.service.describe();
+  document.title = `seqvis: ${project.name}`;
+  $("project-name").textContent = project.name;
+  $("project-sizes").textContent = `${formatCount(project.tokens)} tokens · ${project.layers.length} layers`;
+  $("layer").replaceChildren(...project.layers.map((layer) =>
+    new Option(`${layer.name} (${layer.units} units)`, layer.name)));
+  page.view.layer ??= project.layers[0]?.name;
+  page.view.size = Math.min(page.view.size, Math.max(MIN_SIZE, project.tokens));
+  syncControls();
+  wireControls();
+  renderSelection();
+  checkView(page.view, project);
+  remember();
+  const loads = [showView(), loadLabels()];
+  if (page.view.brush && !page.view.units) loads.push(selectUnits());
+  if (page.view.query) loads.push(runSearch(false));
+  await Promise.all(loads);
+  if (page.view.match && page.view.units?.length) await runMatch();
+}
+
+act(start);
