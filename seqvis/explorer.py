@@ -20,8 +20,9 @@ SEARCH_BLOCK = 1 << 20     # tokens decoded per search block
 
 
 def transformed(values: np.ndarray, layer: Layer, transform: str | None = None) -> np.ndarray:
-    """States as the views show and threshold them: through tanh unless the layer (or the caller) says none."""
-    return np.tanh(values) if (transform or layer.transform) == "tanh" else values
+    """States as the views show and threshold them: through tanh unless the layer (or the caller) says none;
+    bit-identical to what the match index compares."""
+    return search.transformed(values, transform or layer.transform)
 
 
 class Explorer:
