@@ -9,10 +9,12 @@ ARGS   ?=
 
 .PHONY: serve test bench clean
 
-serve: $(VENV)/.installed
+FASHION := /usr/share/datasets/fashion-mnist
+
+serve: $(VENV)/.installed $(FASHION)
 	$(VENV)/bin/seqvis serve --data data $(ARGS)
 
-test: $(VENV)/.test-installed /usr/bin/chromium
+test: $(VENV)/.test-installed /usr/bin/chromium $(FASHION)
 	$(PY) -m pytest $(ARGS)
 
 bench: $(VENV)/.installed
@@ -34,9 +36,14 @@ $(VENV)/.test-installed: pyproject.toml $(VENV)/.installed
 	$(PIP) install -e '.[test]'
 	touch $@
 
+# Debian packages: the browser for page tests, Fashion-MNIST for the CNN demo's objects.
 /usr/bin/chromium:
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
+
+$(FASHION):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist
 
 clean:
 	rm -rf $(VENV) .pytest_cache
