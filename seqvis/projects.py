@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 import h5py
 import yaml
 
+from seqvis.vocab import unescape_word
+
 SEQVIS_FILE = "seqvis.yml"
 LSTMVIS_FILE = "lstm.yml"
 FORMAT_VERSION = 1
@@ -157,8 +159,10 @@ class _Folder:
             raise ProjectError(f"{name}: no dataset '{path}' ({where})")
         return node
 
-    def vocabulary(self, name: object, where: str) -> list[str]:
-        """A dictionary file of "word id" lines as a list indexed by id; ids nobody uses map to ""."""
+    def vocabulary(self, name: object, where: str, *, escaped: bool) -> list[str]:
+        """A dictionary file of "word id" lines as a list indexed by id; ids nobody uses map to "".
+
+        seqvis writes words `escaped` (a space as \\s, see seqvis.vocab); LSTMVis's dictionaries hold raw words."""
         path = self.file(name, where)
         try:
             text = path.read_text(encoding="utf-8", errors="replace")
@@ -175,7 +179,7 @@ class _Folder:
             if index in words:
                 raise ProjectError(f"{name} line {number}: id {index} appears twice")
             # A whitespace token (a space in a character model) is kept; around a word, spacing is not.
-            words[index] = word.strip() or word
+            words[index] = unescape_word(word) if escaped else word.strip() or word
         if not words:
             raise ProjectError(f"{name}: the dictionary is empty ({where})")
         vocab = [""] * (max(words) + 1)
@@ -327,7 +331,7 @@ class TokenProject(Project):
         source = config.section("tokens")
         source.only({"file", "path"})
         tokens = folder.dataset(source.get("file"), source.get("path"), source.where)
-        vocab = folder.vocabulary(config.get("vocab"), f"{config.where} vocab")
+        vocab = folder.vocabulary(config.get("vocab"), f"{config.where} vocab", escaped=True)
         layers: dict[str, Layer] = {}
         for entry in config.sections("layers"):
             entry.only({"name", "file", "path", "transform", "unsigned"})
@@ -356,7 +360,7 @@ class TokenProject(Project):
         if "labels" in entry and "dict" in entry:
             raise entry.fail("give either 'labels' or 'dict', not both")
         if "dict" in entry:
-            return folder.vocabulary(entry.get("dict"), entry.where)
+            return folder.vocabulary(entry.get("dict"), entry.where, escaped=True)
         labels = entry.get("labels", None)
         if labels is not None and not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
             raise entry.fail(f"'labels' must be a list of strings, found {labels!r}")
@@ -501,7 +505,7 @@ def _open_lstmvis(folder: _Folder) -> TokenProject:
 
     sequence = config.section("word_sequence")
     tokens = dataset(sequence)
-    vocab = folder.vocabulary(file_of(sequence, "dict_file"), sequence.where)
+    vocab = folder.vocabulary(file_of(sequence, "dict_file"), sequence.where, escaped=False)
 
     states = config.section("states")
     layers: dict[str, Layer] = {}
@@ -522,7 +526,7 @@ def _open_lstmvis(folder: _Folder) -> TokenProject:
         if entry.get("index", "self") != "self":
             raise entry.fail(f"only per-token tracks (index: self) are supported, found index {entry.get('index')!r}")
         vis = entry.section("vis", {})
-        labels = folder.vocabulary(file_of(entry, "dict"), entry.where) if "dict" in entry else None
+        labels = folder.vocabulary(file_of(entry, "dict"), entry.where, escaped=False) if "dict" in entry else None
         entry_type = entry.choice("type", ("general", "wordvec"), "general")
         if entry_type == "wordvec" or vis.get("type", None) == "wordvec":
             track_type, labels = "wordvec", labels or vocab
