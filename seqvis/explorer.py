@@ -2,6 +2,7 @@
 unit labels. Plain data in and out; the server turns it into JSON."""
 from __future__ import annotations
 
+import base64
 import re
 import threading
 import time
@@ -58,21 +59,33 @@ class Explorer:
 
     # -- context ------------------------------------------------------------------------------------
     def context(self, layer_name: str, start: int, stop: int, units: list[int] | None = None,
-                transform: str | None = None) -> dict:
-        """Words, meta tracks and the states of `units` (all by default) for tokens [start, stop)."""
+                transform: str | None = None, encoding: str = "json") -> dict:
+        """Words, meta tracks and the states of `units` (all by default) for tokens [start, stop), one row per unit:
+        as lists of numbers, or (`encoding="float32"`) as base64 of the little-endian float32 [units, tokens]
+        matrix, which is exact and about ten times faster to make and to read for wide layers."""
         layer = self.layer(layer_name)
         self.check_range(start, stop)
         rows = layer.dataset[start:stop]
         if units is not None:
             rows = rows[:, self.check_units(layer, units)]
-        states = transformed(rows, layer, transform)
+        states = transformed(rows, layer, transform).T      # [units, tokens]: one line per unit
+        if encoding == "float32":
+            states = base64.b64encode(np.ascontiguousarray(states, dtype="<f4").tobytes()).decode("ascii")
+        elif encoding == "json":
+            states = np.round(states, 4).tolist()
+        else:
+            raise ValueError(f"encoding: must be json or float32, got {encoding!r}")
         return {
-            "layer": layer.name, "start": start, "stop": stop,
+            "layer": layer.name, "start": start, "stop": stop, "encoding": encoding,
             "units": list(range(layer.units)) if units is None else list(units),
             "words": self.project.words(start, stop),
-            "states": np.round(states.T, 4).tolist(),     # [units][tokens]: one line per unit
-            "meta": {name: self.meta_values(track, start, stop) for name, track in self.project.meta.items()},
+            "states": states,
+            "meta": self.meta(start, stop),
         }
+
+    def meta(self, start: int, stop: int) -> dict:
+        """Every meta track's values over tokens [start, stop)."""
+        return {name: self.meta_values(track, start, stop) for name, track in self.project.meta.items()}
 
     def meta_values(self, track: MetaTrack, start: int, stop: int) -> dict:
         values = track.dataset[start:stop]
@@ -129,11 +142,12 @@ class Explorer:
         }
 
     def _match_context(self, layer: Layer, units: list[int], threshold: float, start: int, stop: int) -> dict:
-        """A matched run [start, stop) with a few tokens around it, and per token how many selected units are on."""
+        """A matched run [start, stop) with a few tokens around it: words, meta tracks and per token how many selected
+        units are on."""
         lo, hi = max(0, start - MATCH_CONTEXT), min(len(self.project), stop + MATCH_CONTEXT)
         rows = transformed(layer.dataset[lo:hi][:, sorted(units)], layer)
         return {"start": start, "stop": stop,
-                "context": {"start": lo, "stop": hi, "words": self.project.words(lo, hi),
+                "context": {"start": lo, "stop": hi, "words": self.project.words(lo, hi), "meta": self.meta(lo, hi),
                             "on_counts": (rows >= search.ceil_float32(threshold)).sum(axis=1).tolist()}}
 
     def _meta_summary(self, runs: list[tuple[int, int]]) -> dict:

@@ -1,6 +1,7 @@
 """The explorer API: context, select, match and search on real HDF5 projects, and every kind of bad input."""
 from __future__ import annotations
 
+import base64
 import json
 import urllib.request
 
@@ -53,6 +54,10 @@ def test_context_gives_words_states_and_meta(client, data_dir):
     some = get(client, "/api/explorer/toy/context", layer="rnn.l0.h", start=10, stop=30, units="5,1",
                transform="none")
     np.testing.assert_allclose(some["states"], raw[10:30][:, [5, 1]].T, atol=1e-4)
+    packed = get(client, "/api/explorer/toy/context", layer="rnn.l0.h", start=10, stop=30, encoding="float32")
+    exact = np.frombuffer(base64.b64decode(packed["states"]), "<f4").reshape(8, 20)
+    np.testing.assert_array_equal(exact, np.tanh(raw[10:30]).T)
+    assert packed["words"] == data["words"] and packed["meta"] == data["meta"]
 
 
 def test_select_finds_the_planted_units(client):
@@ -68,6 +73,7 @@ def test_match_finds_the_planted_run_first(client):
     best = data["results"][0]
     assert (best["start"], best["stop"], best["on"]) == (100, 110, 2)
     assert best["context"]["words"] and best["context"]["on_counts"][5:15] == [2] * 10
+    assert len(best["context"]["meta"]["doc"]["values"]) == best["context"]["stop"] - best["context"]["start"]
     assert data["histograms"]["strict"][10] == 1
     assert set(data["meta"]) == {"doc"} and sum(data["meta"]["doc"]["counts"]) >= 10
 
@@ -127,6 +133,7 @@ BAD = [
     ("/api/explorer/toy/context", dict(layer="rnn.l0.h", start=0, stop=5000), 400, "range"),
     ("/api/explorer/toy/context", dict(layer="rnn.l0.h", start=0, stop=5, transform="log"), 400, "transform"),
     ("/api/explorer/toy/context", dict(start=0, stop=5), 400, "layer"),
+    ("/api/explorer/toy/context", dict(layer="rnn.l0.h", start=0, stop=5, encoding="f16"), 400, "encoding"),
     ("/api/explorer/toy/select", dict(layer="rnn.l0.h", b0=20, b1=10), 400, "range"),
     ("/api/explorer/toy/select", dict(layer="rnn.l0.h", b0=-3, b1=10), 400, "range"),
     ("/api/explorer/toy/select", dict(layer="rnn.l0.h", b0=0, b1=10), 400, "padding"),

@@ -22,10 +22,12 @@ def explorer(project: str) -> Explorer:
 
 @blueprint.get("/context")
 def context(project: str):
-    """Words, meta tracks and states (tanh or raw) of tokens [start, stop) of a layer; all units by default."""
+    """Words, meta tracks and states (tanh or raw) of tokens [start, stop) of a layer; all units by default;
+    states as lists or (encoding=float32) as base64 of a little-endian float32 [units, tokens] matrix."""
     return jsonify(explorer(project).context(
         params.string("layer"), params.integer("start"), params.integer("stop"),
-        units=params.integers("units", None), transform=params.choice("transform", ["tanh", "none"], None)))
+        units=params.integers("units", None), transform=params.choice("transform", ["tanh", "none"], None),
+        encoding=params.choice("encoding", ["json", "float32"], "json")))
 
 
 @blueprint.get("/select")

@@ -1,8 +1,9 @@
 // The hidden-state explorer page: scroll a layer's states over the corpus, brush a range to select the units on
 // there, match them over the whole corpus. The view lives in the address (history.replaceState) so it can be shared.
 import { formatCount, showError } from "./common.js";
-import { heatmap, histogram, renderResults, renderUnits } from "./explorer/panel.js";
+import { heatmap, histogram, legend, renderResults, renderUnits } from "./explorer/panel.js";
 import { wireGestures } from "./explorer/gestures.js";
+import { CorpusBar } from "./explorer/overview.js";
 import { LinePlot } from "./explorer/plot.js";
 import { ExplorerService } from "./explorer/service.js";
 import { isCharLevel, renderMeta, renderWords, shownWord } from "./explorer/tracks.js";
@@ -10,9 +11,11 @@ import { checkView, formatView, MAX_SIZE, MIN_SIZE, parseView } from "./explorer
 
 const $ = (id) => document.getElementById(id);
 const plot = new LinePlot($("plot"));
+const corpusBar = new CorpusBar($("overview"), (token) => moveTo(token - page.view.size / 2));
 const page = {
   view: null, project: null, service: null, chunk: null, labels: new Map(), match: null, matchedUnits: null,
-  matching: false, activeResult: null, hits: [], hit: -1, searchComplete: true, hover: null, preview: null, frame: 0,
+  matching: false, activeResult: null, colourBy: "", hits: [], hit: -1, searchComplete: true, hover: null,
+  preview: null, frame: 0,
 };
 const layerInfo = () => page.project.layers.find((layer) => layer.name === page.view.layer);
 const clamp = (value, lo, hi) => Math.min(hi, Math.max(lo, value));
@@ -36,6 +39,15 @@ function schedule() {
   if (!page.frame) page.frame = requestAnimationFrame(draw);
 }
 
+// Re-render a part of the page only when its inputs changed (compared with ===): hovering redraws the plot alone.
+const rendered = new Map();
+function renderIfChanged(part, inputs, render) {
+  const last = rendered.get(part);
+  if (last && last.every((value, i) => value === inputs[i])) return;
+  rendered.set(part, inputs);
+  render();
+}
+
 // How many of the selected units are on at each visible token.
 function onCounts(from, to) {
   const { chunk, view } = page;
@@ -48,6 +60,10 @@ function onCounts(from, to) {
 function draw() {
   page.frame = 0;
   const { chunk, view } = page;
+  corpusBar.draw({
+    tokens: page.project.tokens, position: view.position, size: view.size, brush: view.brush,
+    results: page.match?.results ?? [], hits: page.hits,
+  });
   if (!chunk || chunk.layer !== view.layer || view.position < chunk.start || view.position >= chunk.stop) return;
   const from = view.position - chunk.start;
   const to = Math.min(from + view.size, chunk.stop - chunk.start);
@@ -56,14 +72,17 @@ function draw() {
     threshold: view.threshold, brush: view.brush, padding: view.padding, preview: page.preview,
     fixedRange: layerInfo().transform === "tanh" ? [-1, 1] : null,
   });
-  $("plot").dataset.drawMs = plot.drawMilliseconds.toFixed(1);
+  Object.assign($("plot").dataset, { drawMs: plot.drawMilliseconds.toFixed(1), position: view.position });
   const cellWidth = plot.columns(view.size).cell;
-  renderWords($("words"), {
+  const brush = page.preview ?? view.brush;
+  renderIfChanged("words", [chunk, from, to, String(view.units), view.threshold, String(brush),
+    String(view.padding), page.hits, cellWidth], () => renderWords($("words"), {
     words: chunk.words.slice(from, to), position: view.position, on: onCounts(from, to),
-    selected: view.units?.length ?? 0, brush: page.preview ?? view.brush, padding: view.padding,
-    hits: page.hits, cellWidth,
-  });
-  renderMeta($("meta-rows"), { meta: chunk.meta, from, to, cellWidth });
+    selected: view.units?.length ?? 0, brush, padding: view.padding, hits: page.hits, cellWidth,
+  }));
+  renderIfChanged("meta", [chunk, from, to, cellWidth], () => renderMeta($("meta-rows"), {
+    meta: chunk.meta, from, to, cellWidth,
+  }));
 }
 
 // Fetch the context the view needs (the service keeps a chunk around it), then draw.
@@ -110,15 +129,28 @@ function resize(size) {
   return moveTo(centre - view.size / 2);
 }
 
-// Ask the server which units the brush selects (replaces the selection), then redraw.
+// The padding as far as the corpus reaches: at its ends there are no tokens for the units to be off at.
+function paddingInCorpus() {
+  const { brush, padding } = page.view;
+  return [Math.min(padding[0], brush[0]), Math.min(padding[1], page.project.tokens - brush[1])];
+}
+
+// Ask the server which units the brush selects (replaces the selection), then redraw. Only the latest request's
+// answer is used, whatever order the answers come in.
+// #units is aria-busy from a change of the selection's inputs until its answer is shown.
+let selectTicket = 0;
 async function selectUnits() {
   const { view } = page;
+  const ticket = ++selectTicket;
   renderSelection();
-  if (!view.brush) return;
-  const brush = view.brush;
-  const units = await page.service.select(view.layer, brush, view.padding, view.threshold);
-  if (brush !== view.brush) return;
-  setUnits(units);
+  if (!view.brush) { $("units").removeAttribute("aria-busy"); return; }
+  $("units").setAttribute("aria-busy", "true");
+  try {
+    const units = await page.service.select(view.layer, view.brush, paddingInCorpus(), view.threshold);
+    if (ticket === selectTicket) setUnits(units);
+  } finally {
+    if (ticket === selectTicket) $("units").removeAttribute("aria-busy");
+  }
 }
 
 function setUnits(units) {
@@ -135,7 +167,7 @@ function renderSelection() {
   $("unit-count").textContent = view.units ? `(${units.length})` : "";
   $("brush-status").textContent = view.brush
     ? `brush ${view.brush[0]}–${view.brush[1] - 1} (${view.brush[1] - view.brush[0]} tokens), padding ` +
-      `${view.padding[0]} / ${view.padding[1]}, threshold ${view.threshold.toFixed(2)}` +
+      `${paddingInCorpus().join(" / ")}, threshold ${view.threshold.toFixed(2)}` +
       (view.units && !units.length ? ": no unit is on all along the brush and off around it" : "")
     : "Brush a range of tokens to select the units on there.";
   renderUnits($("units"), {
@@ -153,7 +185,7 @@ function showMatchStatus() {
   if (page.matching) text = "matching…";
   else if (match) {
     const count = page.matchedUnits.length;
-    const all = count === 1 ? "the unit" : `all ${count} units`;
+    const all = count === 1 ? "the unit" : count === 2 ? "both units" : `all ${count} units`;
     text = `${formatCount(match.total)} runs, ${formatCount(match.strictTotal)} with ${all} on` +
       (match.results.length < match.total ? `; the best ${match.results.length} below` : "");
     if (match.index.status !== "ready") text += `; scanned the states, the match index is ${indexState(match.index)}`;
@@ -181,7 +213,8 @@ async function runMatch() {
   page.matching = true;
   showMatchStatus();
   try {
-    page.match = await page.service.match(view.layer, units, view.threshold, view.matchOptions);
+    const match = await page.service.match(view.layer, units, view.threshold, view.matchOptions);
+    page.match = match;
     page.matchedUnits = [...units];
   } finally {
     page.matching = false;
@@ -197,8 +230,9 @@ function renderMatch() {
   const { match } = page;
   const units = page.matchedUnits.length;
   showMatchStatus();
+  $("colour-legend").replaceChildren(...(page.colourBy ? legend(match.results, page.colourBy) : []));
   renderResults($("results"), {
-    results: match.results, units, active: page.activeResult,
+    results: match.results, units, active: page.activeResult, colourBy: page.colourBy,
     separator: page.chunk && isCharLevel(page.chunk.words) ? "" : " ",
     onPick: (result, index) => {
       page.activeResult = index;
@@ -214,9 +248,25 @@ function renderMatch() {
     ...Object.entries(match.meta).map(([name, track]) => heatmap({ name, ...track })));
 }
 
-async function loadLabels() {
-  page.labels = await page.service.labels(page.view.layer);
-  renderSelection();
+// Load the layer's unit labels (concept badges), or say that it has none. The page does not wait for them: the
+// server may compute them the first time they are asked for; a failure shows in #error.
+function loadLabels() {
+  const { layer } = page.view;
+  const status = $("labels-status");
+  page.labels = new Map();
+  status.textContent = "Loading unit labels…";
+  status.title = "";
+  page.service.labels(layer).then(({ labels, missing }) => {
+    if (layer !== page.view.layer) return;
+    page.labels = labels;
+    status.textContent = missing ? `No unit labels for layer ${layer} (seqvis dissect writes them).`
+      : `Badges: each unit's best concept and its IoU (${formatCount(labels.size)} units labelled).`;
+    status.title = missing ?? "";
+    renderSelection();
+  }).catch((error) => {
+    status.textContent = "";
+    showError(error);
+  });
 }
 
 // Find the query's hits; `jump` moves the view to the first hit from the current position on.
@@ -269,13 +319,13 @@ function wireControls() {
     view.layer = $("layer").value;
     checkView(view, page.project);
     page.match = null;
-    $("results").replaceChildren();
-    $("match-summary").replaceChildren();
+    for (const id of ["results", "match-summary", "colour-legend"]) $(id).replaceChildren();
     showMatchStatus();
     view.match = false;
     if (!view.brush) view.units = null;
     remember();
-    await Promise.all([showView(), selectUnits(), loadLabels()]);
+    loadLabels();
+    await Promise.all([showView(), selectUnits()]);
   }));
   $("page-back").addEventListener("click", step(-1));
   $("step-back").addEventListener("click", step(-0.1));
@@ -291,6 +341,7 @@ function wireControls() {
     remember();
     schedule();
     clearTimeout(reselect);
+    $("units").setAttribute("aria-busy", "true");
     reselect = setTimeout(() => act(selectUnits), 250);
   };
   $("threshold").addEventListener("input", () => { view.threshold = Number($("threshold").value); afterSelectionInput(); });
@@ -300,6 +351,10 @@ function wireControls() {
   $("controls").addEventListener("submit", (event) => { event.preventDefault(); act(() => runSearch(true)); });
   $("hit-back").addEventListener("click", () => act(() => showHit((page.hit - 1 + page.hits.length) % page.hits.length)));
   $("hit-forward").addEventListener("click", () => act(() => showHit((page.hit + 1) % page.hits.length)));
+  $("colour-by").addEventListener("change", () => act(async () => {
+    page.colourBy = $("colour-by").value;
+    if (page.match) renderMatch();
+  }));
   $("match-form").addEventListener("submit", (event) => {
     event.preventDefault();
     view.matchOptions = {
@@ -326,6 +381,7 @@ function wireControls() {
     if (event.key in moves) step(moves[event.key] * (event.shiftKey ? 10 : 1))();
     else if (event.key === "+" || event.key === "=") resize(view.size / 2);
     else if (event.key === "-") resize(view.size * 2);
+    else if (event.key === "Escape" && view.brush) { setBrush(null); setUnits(null); }
     else return;
     event.preventDefault();
   });
@@ -337,6 +393,7 @@ function wireControls() {
     padding: (padding) => { view.padding = padding; syncControls(); renderSelection(); schedule(); },
     paddingDone: () => { remember(); act(selectUnits); },
     scroll: (steps) => moveTo(view.position + steps * Math.max(1, Math.round(view.size / 20))),
+    zoom: (factor) => resize(view.size * factor),
     hover: hoverPlot,
   });
 }
@@ -351,6 +408,10 @@ async function start() {
   $("project-sizes").textContent = `${formatCount(project.tokens)} tokens · ${project.layers.length} layers`;
   $("layer").replaceChildren(...project.layers.map((layer) =>
     new Option(`${layer.name} (${layer.units} units)`, layer.name)));
+  const colourTracks = project.meta.filter((track) => track.type === "discrete" || track.type === "scalar");
+  $("colour-by").replaceChildren(new Option("selected units on", ""),
+    ...colourTracks.map((track) => new Option(track.name, track.name)));
+  $("colour-by-row").hidden = !colourTracks.length;
   page.view.layer ??= project.layers[0]?.name;
   page.view.size = Math.min(page.view.size, Math.max(MIN_SIZE, project.tokens));
   syncControls();
@@ -358,11 +419,13 @@ async function start() {
   renderSelection();
   checkView(page.view, project);
   remember();
-  const loads = [showView(), loadLabels()];
+  const wantsMatch = page.view.match;     // selecting units below starts a new selection, which clears it
+  loadLabels();
+  const loads = [showView()];
   if (page.view.brush && !page.view.units) loads.push(selectUnits());
   if (page.view.query) loads.push(runSearch(false));
   await Promise.all(loads);
-  if (page.view.match && page.view.units?.length) await runMatch();
+  if (wantsMatch && page.view.units?.length) await runMatch();
 }
 
 act(start);

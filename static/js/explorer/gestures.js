@@ -1,12 +1,14 @@
 // Pointer gestures over the view (plot, words and meta rows share the token columns): drag to brush a range,
-// drag a padding handle to widen or narrow the padding, turn the wheel to scroll, hover the plot.
+// drag a padding handle to widen or narrow the padding, turn the wheel to scroll (Ctrl: zoom), hover the plot.
 
 const WHEEL_NOTCH = 40;     // wheel delta (px) per scroll step
+const ZOOM_STEP = 1.25;     // window size factor per zoom notch
 
 const clamp = (value, lo, hi) => Math.min(hi, Math.max(lo, value));
 
 // `on` holds the page's side: view() -> {position, size, brush, padding}, tokens (corpus length), ready(),
-// preview(range | null), brush(range), padding([left, right]), paddingDone(), scroll(steps), hover(event).
+// preview(range | null), brush(range), padding([left, right]), paddingDone(), scroll(steps), zoom(factor),
+// hover(event).
 export function wireGestures(area, plot, on) {
   let drag = null;
   const inColumns = (event) => event.clientX - plot.canvas.getBoundingClientRect().left >= plot.gutter;
@@ -53,9 +55,18 @@ export function wireGestures(area, plot, on) {
 
   plot.canvas.addEventListener("pointerleave", () => on.hover(null));
 
+  // The wheel scrolls; with Ctrl (or a pinch, which browsers report as Ctrl+wheel) it zooms.
   let wheel = 0;
+  let zoom = 0;
   area.addEventListener("wheel", (event) => {
     event.preventDefault();
+    if (event.ctrlKey) {
+      zoom += event.deltaY;
+      if (Math.abs(zoom) < WHEEL_NOTCH) return;
+      on.zoom(zoom > 0 ? ZOOM_STEP : 1 / ZOOM_STEP);
+      zoom = 0;
+      return;
+    }
     wheel += Math.abs(event.deltaX) > Math.abs(event.deltaY) ? event.deltaX : event.deltaY;
     const steps = Math.trunc(wheel / WHEEL_NOTCH);
     if (!steps) return;

@@ -1,17 +1,27 @@
 // The side panel: the selected units (editable, with concept badges) and the match results with their summaries.
 import { el } from "../common.js";
 import { unitColour } from "./plot.js";
-import { shownWord } from "./tracks.js";
+import { metaColour, onTint, shownWord } from "./tracks.js";
 
-const tint = (share) => (share > 0 ? `color-mix(in srgb, var(--on) ${Math.round(12 + 58 * share)}%, transparent)` : "");
+const twoDigits = (value) => value.toFixed(2).replace(/^(-?)0\./, "$1.");
 
-// A unit's concept badge ("string .42"), or null when there is no label for it.
+// A unit's concept badge ("in string .42"), or null when there is no label for it. A label that does not beat
+// the shuffled-label baseline is shown faded.
 function badge(label) {
   if (!label?.label) return null;
-  const iou = typeof label.iou === "number" ? ` ${label.iou.toFixed(2).replace(/^0/, "")}` : "";
-  const direction = label.direction ? ` (${label.direction})` : "";
-  return el("span", { class: "badge", title: `best concept: ${label.label}${direction}, IoU${iou || " unknown"}` },
-    `${label.label}${iou}`);
+  const number = (value) => typeof value === "number";
+  const details = [
+    label.category ? `category ${label.category}` : null,
+    label.direction ? `${label.direction} direction` : null,
+    number(label.iou) ? `IoU ${twoDigits(label.iou)}` : null,
+    number(label.baseline_iou) ? `shuffled-label baseline ${twoDigits(label.baseline_iou)}` : null,
+    number(label.ap) ? `average precision ${twoDigits(label.ap)}` : null,
+  ].filter(Boolean);
+  const weak = number(label.iou) && number(label.baseline_iou) && label.iou <= label.baseline_iou;
+  return el("span", {
+    class: weak ? "badge weak" : "badge",
+    title: `best concept: ${label.label}${details.length ? `; ${details.join(", ")}` : ""}`,
+  }, label.label, number(label.iou) ? el("span", { class: "iou" }, twoDigits(label.iou)) : null);
 }
 
 // The selected units, each with its plot colour, concept badge and a remove button.
@@ -21,23 +31,36 @@ export function renderUnits(list, { units, labels, onRemove, onHover }) {
     onmouseenter: () => onHover(unit),
     onmouseleave: () => onHover(null),
   },
-  el("span", { class: "swatch", style: `background: ${unitColour(index)}` }),
+  el("span", { class: "swatch", style: `background: ${unitColour(index, units.length)}` }),
   el("span", { class: "unit-id" }, `unit ${unit}`),
   badge(labels.get(unit)),
   el("button", { type: "button", class: "remove", title: `remove unit ${unit}`, onclick: () => onRemove(unit) }, "×"))));
 }
 
-// The ranked match results: each a context snippet tinted by how many units are on, the match underlined.
-// `separator` goes between words (a space for word tokens, nothing for characters).
-export function renderResults(list, { results, units, separator, active, onPick }) {
+// How a result's words are tinted: by how many selected units are on (`colourBy` null), or by the value of the
+// meta track `colourBy` where the match answer holds the tracks of each result's context.
+function wordStyle(context, i, units, colourBy) {
+  if (colourBy) {
+    const track = context.meta?.[colourBy];
+    if (!track) return {};
+    const value = track.values[i];
+    const label = track.labels?.[i] ?? String(value);
+    return { style: `background: ${metaColour(track, value)}`, title: `${colourBy}: ${label}` };
+  }
+  const share = units ? context.on_counts[i] / units : 0;
+  return share ? { style: `background: ${onTint(share)}`, title: `${context.on_counts[i]} of ${units} units on` } : {};
+}
+
+// The ranked match results: each a context snippet tinted by how many units are on (or by a meta track), the
+// match underlined. `separator` goes between words (a space for word tokens, nothing for characters).
+export function renderResults(list, { results, units, separator, active, colourBy, onPick }) {
   list.replaceChildren(...results.map((result, index) => {
     const { context } = result;
     const words = context.words.map((word, i) => {
       const token = context.start + i;
       const inside = token >= result.start && token < result.stop;
-      const share = units ? context.on_counts[i] / units : 0;
-      return el("span", { class: inside ? "matched" : null, style: share ? `background: ${tint(share)}` : undefined },
-        shownWord(word));
+      const style = wordStyle(context, i, units, colourBy);
+      return el("span", { class: inside ? "matched" : null, ...style }, shownWord(word, true));
     });
     return el("li", {
       class: index === active ? "active" : null, "data-result": index, "data-start": result.start,
@@ -69,10 +92,22 @@ export function heatmap({ name, labels, counts }) {
   const most = Math.max(1, ...counts);
   const order = counts.map((_, i) => i).sort((a, b) => counts[b] - counts[a]);
   return el("figure", { class: "heatmap", "data-meta": name },
-    el("figcaption", {}, name),
+    el("figcaption", {}, `${name} over the tokens of the results`),
     el("div", { class: "heat" }, ...order.map((i) => el("span", {
       title: `${labels[i]}: ${counts[i]} of the matched tokens (${Math.round(100 * counts[i] / total)}%)`,
       style: `background: color-mix(in srgb, var(--accent) ${Math.round(100 * counts[i] / most)}%, var(--paper))`,
       class: counts[i] / most > 0.55 ? "strong" : null,
     }, labels[i]))));
+}
+
+// The colours of a meta track's values among the results' words (discrete tracks; a scalar's heat needs none).
+export function legend(results, name) {
+  const seen = new Map();
+  for (const { context } of results) {
+    const track = context.meta?.[name];
+    if (track?.type !== "discrete") continue;
+    track.values.forEach((value, i) => seen.set(value, { track, label: track.labels?.[i] ?? String(value) }));
+  }
+  return [...seen].sort(([a], [b]) => a - b).map(([value, { track, label }]) =>
+    el("span", { style: `background: ${metaColour(track, value)}` }, label));
 }

@@ -7,8 +7,10 @@ const HANDLE_REACH = 6;     // px either side of a padding handle that grab it
 const TOP = 10;
 const BOTTOM = 14;
 
-// The colour of the i-th selected unit (the side panel shows the same swatch).
-export const unitColour = (index) => PALETTE[index % PALETTE.length];
+const CROWD = "#2f6fde";     // every selected unit's colour when there are more of them than palette colours
+
+// The colour of the i-th of `count` selected units (the side panel shows the same swatch).
+export const unitColour = (index, count) => (count > PALETTE.length ? CROWD : PALETTE[index % PALETTE.length]);
 
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
@@ -17,6 +19,7 @@ export class LinePlot {
     this.canvas = canvas;
     this.context = canvas.getContext("2d");
     this.scene = null;
+    this.bands = {};          // name -> an off-screen layer of lines (see band)
     this.drawMilliseconds = 0;
   }
 
@@ -96,44 +99,84 @@ export class LinePlot {
     if (!scene.chunk) return;
     const from = scene.position - scene.chunk.start;
     const to = Math.min(from + scene.size, scene.chunk.stop - scene.chunk.start);
-    this.range = scene.fixedRange ?? valueRange(scene.chunk.states, from, to, scene.threshold);
+    this.range = scene.fixedRange ?? this.chunkRange(scene.chunk, scene.threshold);
     this.height = height;
     const { x0, cell } = this.columns(scene.size);
-    const xOf = (column) => x0 + (column - from + 0.5) * cell;
-
     this.drawRanges(scene, x0, cell, height);
     this.drawAxis(x0, width);
     const selected = new Map(scene.selected.map((unit, index) => [unit, index]));
-    const faint = Math.min(0.35, Math.max(0.04, 6 / scene.chunk.units.length));
-    g.lineWidth = 1;
-    g.strokeStyle = css("--muted");
-    g.globalAlpha = faint;
-    scene.chunk.units.forEach((unit, index) => {
-      if (!selected.has(unit)) this.line(scene.chunk.states[index], from, to, xOf);
-    });
-    g.globalAlpha = 1;
-    for (const [unit, order] of selected) {
-      const index = scene.chunk.units.indexOf(unit);
-      if (index < 0) continue;
-      g.lineWidth = unit === scene.hover ? 3 : 1.6;
-      g.strokeStyle = unitColour(order);
-      this.line(scene.chunk.states[index], from, to, xOf);
+    g.imageSmoothingEnabled = false;      // copy bands pixel for pixel, never blurred by a fractional offset
+    const copy = (band) => g.drawImage(band.canvas, (from - band.from) * cell * ratio, 0, (to - from) * cell * ratio,
+      band.canvas.height, x0, 0, (to - from) * cell, height);
+    copy(this.band("all", "", scene.chunk, from, to, cell, ratio, (layer, columns) => {
+      layer.lineWidth = 1;
+      layer.strokeStyle = css("--muted");
+      layer.globalAlpha = Math.min(0.35, Math.max(0.04, 6 / scene.chunk.units.length));
+      for (const row of scene.chunk.states) this.line(row, columns, layer);
+    }));
+    const paintSelected = (layer, columns) => {
+      const crowd = selected.size > PALETTE.length;
+      layer.globalAlpha = crowd ? Math.max(0.1, Math.min(0.6, 12 / selected.size)) : 1;
+      layer.lineWidth = crowd ? 1 : 1.6;
+      for (const [unit, order] of selected) {
+        const index = scene.chunk.units.indexOf(unit);
+        if (index < 0) continue;
+        layer.strokeStyle = unitColour(order, selected.size);
+        this.line(scene.chunk.states[index], columns, layer);
+      }
+    };
+    if (selected.size) {
+      copy(this.band("selected", scene.selected.join(), scene.chunk, from, to, cell, ratio, paintSelected));
     }
-    if (scene.hover !== null && !selected.has(scene.hover)) {
-      const index = scene.chunk.units.indexOf(scene.hover);
-      g.lineWidth = 2;
-      g.strokeStyle = css("--ink");
-      if (index >= 0) this.line(scene.chunk.states[index], from, to, xOf);
+    const hovered = scene.hover === null ? -1 : scene.chunk.units.indexOf(scene.hover);
+    if (hovered >= 0) {
+      g.lineWidth = selected.has(scene.hover) ? 3 : 2;
+      g.strokeStyle = selected.has(scene.hover) && selected.size <= PALETTE.length
+        ? unitColour(selected.get(scene.hover), selected.size) : css("--ink");
+      this.line(scene.chunk.states[hovered], { from, to, x: (column) => x0 + (column - from + 0.5) * cell });
     }
     this.drawThreshold(scene.threshold, x0, width);
     this.drawMilliseconds = performance.now() - started;
   }
 
-  line(values, from, to, xOf) {
-    const g = this.context;
+  // A layer of lines over a band of the chunk two views wide, painted off screen by `paint(context, columns)` and
+  // kept while the view stays inside the band at the same scale and `key` is unchanged: hovering, brushing and
+  // short scrolls only copy it, which keeps hundreds of units fluid where browsers rasterise canvases in software.
+  band(name, key, chunk, from, to, cell, ratio, paint) {
+    const [lo, hi] = this.range;
+    const kept = this.bands[name];
+    if (kept && kept.key === key && kept.chunk === chunk && kept.cell === cell && kept.ratio === ratio
+        && kept.lo === lo && kept.hi === hi && kept.height === this.height && kept.from <= from && to <= kept.to) {
+      return kept;
+    }
+    const half = Math.ceil((to - from) / 2);
+    const band = {
+      key, chunk, cell, ratio, lo, hi, height: this.height, from: Math.max(0, from - half),
+      to: Math.min(chunk.stop - chunk.start, to + half), canvas: kept?.canvas ?? document.createElement("canvas"),
+    };
+    band.canvas.width = Math.max(1, Math.ceil((band.to - band.from) * cell * ratio));
+    band.canvas.height = Math.round(this.height * ratio);
+    const layer = band.canvas.getContext("2d");
+    layer.setTransform(ratio, 0, 0, ratio, 0, 0);
+    paint(layer, { from: band.from, to: band.to, x: (column) => (column - band.from + 0.5) * cell });
+    this.bands[name] = band;
+    return band;
+  }
+
+  // The y range of states with no fixed range: the extent of the chunk's values (steady while scrolling through
+  // it), widened to show zero and the threshold.
+  chunkRange(chunk, threshold) {
+    if (this.extent?.chunk !== chunk) this.extent = { chunk, range: valueRange(chunk.states) };
+    const [lo, hi] = this.extent.range;
+    const range = [Math.min(lo, threshold, 0), Math.max(hi, threshold, 0)];
+    return range[1] > range[0] ? range : [range[0] - 1, range[1] + 1];
+  }
+
+  // One unit's line over the columns [from, to) of `columns`, whose x(column) places them.
+  line(values, { from, to, x }, g = this.context) {
     g.beginPath();
-    g.moveTo(xOf(from), this.yOf(values[from]));
-    for (let column = from + 1; column < to; column++) g.lineTo(xOf(column), this.yOf(values[column]));
+    g.moveTo(x(from), this.yOf(values[from]));
+    for (let column = from + 1; column < to; column++) g.lineTo(x(column), this.yOf(values[column]));
     g.stroke();
   }
 
@@ -210,15 +253,15 @@ export class LinePlot {
 
 const formatValue = (value) => (Number.isInteger(value) ? String(value) : value.toFixed(2));
 
-// The y range for states with no fixed range: the extent of the visible values and the threshold.
-function valueRange(states, from, to, threshold) {
-  let lo = Math.min(threshold, 0);
-  let hi = Math.max(threshold, 0);
+// The extent of a chunk's state values.
+function valueRange(states) {
+  let lo = Infinity;
+  let hi = -Infinity;
   for (const row of states) {
-    for (let column = from; column < to; column++) {
-      if (row[column] < lo) lo = row[column];
-      if (row[column] > hi) hi = row[column];
+    for (const value of row) {
+      if (value < lo) lo = value;
+      if (value > hi) hi = value;
     }
   }
-  return hi > lo ? [lo, hi] : [lo - 1, hi + 1];
+  return [lo, hi];
 }

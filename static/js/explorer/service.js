@@ -18,16 +18,15 @@ export class ExplorerService {
   }
 
   // The context covering tokens [start, stop) of `layer`, from the cached chunk when it holds them; otherwise a
-  // chunk reaching half a window beyond both sides, so scrolling draws without waiting.
+  // chunk twice as long around them (up to MAX_CONTEXT, within the corpus), so scrolling draws without waiting.
   async context(layer, start, stop, tokens) {
     const cached = this.chunk;
     if (cached && cached.layer === layer && cached.start <= start && stop <= cached.stop) return cached;
-    const size = stop - start;
-    const margin = Math.max(0, Math.floor((Math.min(MAX_CONTEXT, 2 * size) - size) / 2));
-    const from = Math.max(0, start - margin);
-    const to = Math.min(tokens, stop + margin);
-    const answer = await api(`${this.base}/context?${query({ layer, start: from, stop: to })}`);
-    answer.states = answer.states.map((row) => Float32Array.from(row));
+    const length = Math.min(tokens, Math.max(stop - start, Math.min(MAX_CONTEXT, 2 * (stop - start))));
+    const from = Math.max(0, Math.min(tokens - length, start - Math.floor((length - (stop - start)) / 2)));
+    const to = from + length;
+    const answer = await api(`${this.base}/context?${query({ layer, start: from, stop: to, encoding: "float32" })}`);
+    answer.states = unitRows(answer.states, answer.units.length, to - from);
     this.chunk = answer;
     return answer;
   }
@@ -48,7 +47,8 @@ export class ExplorerService {
     const { strict, fuzzy } = answer.histograms;
     return {
       results: answer.results,
-      lengths: [lengthBins("all selected units on", strict), lengthBins("most selected units on", fuzzy)],
+      lengths: [lengthBins("run lengths, all selected units on", strict),
+        lengthBins("run lengths, most selected units on", fuzzy)],
       meta: answer.meta,
       total: answer.total,
       strictTotal: answer.strict_total,
@@ -61,18 +61,27 @@ export class ExplorerService {
     return api(`${this.base}/search?${query({ q: text, regex: regex ? 1 : 0, limit: 1000 })}`);
   }
 
-  // Each unit's best concept label as a Map unit -> {label, iou, direction}; empty where the project has no
-  // labels for the layer (the server answers 404), since labels are an optional extra of a project.
+  // Each unit's best concept label: {labels: Map unit -> {label, category, iou, ap, direction, baseline_iou},
+  // missing}. Labels are an optional extra of a project: where the server has none for the layer (a 404 or a
+  // 400) the map is empty and `missing` says why.
   async labels(layer) {
     let answer;
     try {
       answer = await api(`${this.base}/labels?${query({ layer })}`);
     } catch (error) {
-      if (error.status === 404) return new Map();
+      if (error.status === 404 || error.status === 400) return { labels: new Map(), missing: error.message };
       throw error;
     }
-    return new Map((answer.units ?? answer.labels ?? []).map((entry) => [entry.unit, entry]));
+    const units = (answer.units ?? []).filter((entry) => entry?.label);
+    return { labels: new Map(units.map((entry) => [entry.unit, entry])), missing: null };
   }
+}
+
+// base64 of a little-endian float32 [units, tokens] matrix as one Float32Array view per unit.
+function unitRows(base64, units, tokens) {
+  const bytes = Uint8Array.from(atob(base64), (char) => char.charCodeAt(0));
+  const values = new Float32Array(bytes.buffer);
+  return Array.from({ length: units }, (_, unit) => values.subarray(unit * tokens, (unit + 1) * tokens));
 }
 
 const MAX_BARS = 16;

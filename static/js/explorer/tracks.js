@@ -4,26 +4,45 @@ import { el } from "../common.js";
 
 const CATEGORIES = ["#c6dbef", "#fdd0a2", "#c7e9c0", "#dadaeb", "#fcbba1", "#d9d9d9", "#9ecae1", "#fdae6b",
   "#a1d99b", "#bcbddc", "#fc9272", "#bdbdbd"];
-const VERTICAL_BELOW = 26;    // px per token under which words are written top to bottom
+const VERTICAL_BELOW = 26;    // px per token under which words (not characters) are written top to bottom
 const LABELS_FROM = 34;       // px per token from which meta cells show their label as text
+const TEXT_FROM = 6;          // px per token under which a cell is too narrow for a character
+const VERTICAL_TEXT_FROM = 11; // px per token under which a cell is too narrow for a word written top to bottom
 
 const VISIBLE = { "\n": "↵", "\t": "⇥", " ": "␣", "": "∅" };
-export const shownWord = (word) => VISIBLE[word] ?? word;
+const IN_TEXT = { ...VISIBLE, " ": " " };
+// A token as one cell shows it (whitespace as a visible sign), or as running text shows it (`inText`: spaces stay).
+export const shownWord = (word, inText = false) => (inText ? IN_TEXT : VISIBLE)[word] ?? word;
 
 // Whether tokens are characters (joined without spaces when shown as text), judged from a sample of words.
 export const isCharLevel = (words) => words.filter((word) => word.length <= 1).length >= 0.9 * words.length;
 
-const tint = (share) => (share > 0 ? `color-mix(in srgb, var(--on) ${Math.round(12 + 58 * share)}%, transparent)` : "");
+// The background of a token on which `share` (0..1) of the selected units are on.
+export const onTint = (share) =>
+  (share > 0 ? `color-mix(in srgb, var(--on) ${Math.round(12 + 58 * share)}%, transparent)` : "");
 
-function cells(container, size, cellWidth) {
+// The colour of one value of a meta track (discrete: a category colour; scalar: a heat between its range's ends).
+// Pass `range` when colouring many values of a scalar track without a declared range.
+export function metaColour(track, value, range = track.range ?? extent(track.values)) {
+  if (track.type === "scalar") {
+    const [lo, hi] = range;
+    const share = hi > lo ? Math.min(1, Math.max(0, (value - lo) / (hi - lo))) : 0;
+    return `color-mix(in srgb, var(--accent) ${Math.round(100 * share)}%, var(--wash))`;
+  }
+  return CATEGORIES[Math.abs(value) % CATEGORIES.length];
+}
+
+function cells(container, size, cellWidth, { vertical = false } = {}) {
   container.style.gridTemplateColumns = `repeat(${size}, minmax(0, 1fr))`;
-  container.classList.toggle("vertical", cellWidth < VERTICAL_BELOW);
+  container.classList.toggle("vertical", vertical);
   container.classList.toggle("narrow", cellWidth < LABELS_FROM);
+  container.classList.toggle("tiny", cellWidth < (vertical ? VERTICAL_TEXT_FROM : TEXT_FROM));
 }
 
 // The word row of the view. `on[i]` is how many of the `selected` units are on at the i-th visible token.
 export function renderWords(container, { words, position, on, selected, brush, padding, hits, cellWidth }) {
-  cells(container, words.length, cellWidth);
+  const charLevel = isCharLevel(words);
+  cells(container, words.length, cellWidth, { vertical: !charLevel && cellWidth < VERTICAL_BELOW });
   const inside = (token, [a, b]) => token >= a && token < b;
   const hitAt = (token) => hits.some((hit) => inside(token, [hit.start, hit.stop]));
   container.replaceChildren(...words.map((word, i) => {
@@ -37,7 +56,7 @@ export function renderWords(container, { words, position, on, selected, brush, p
     const count = selected ? ` · ${on[i]} of ${selected} selected units on` : "";
     return el("span", {
       class: classes.join(" "), "data-token": token, title: `${token}: ${JSON.stringify(word)}${count}`,
-      style: selected && on[i] ? `background: ${tint(on[i] / selected)}` : undefined,
+      style: selected && on[i] ? `background: ${onTint(on[i] / selected)}` : undefined,
     }, shownWord(word));
   }));
 }
@@ -55,22 +74,20 @@ export function renderMeta(container, { meta, from, to, cellWidth }) {
 function metaCells(track, from, to) {
   const values = track.values.slice(from, to);
   if (track.type === "scalar") {
-    const [lo, hi] = track.range ?? extent(values);
-    return values.map((value) => {
-      const share = hi > lo ? Math.min(1, Math.max(0, (value - lo) / (hi - lo))) : 0;
-      return el("span", {
-        class: "cell", title: String(value),
-        style: `background: color-mix(in srgb, var(--accent) ${Math.round(100 * share)}%, var(--paper))`,
-      });
-    });
+    const range = track.range ?? extent(track.values);
+    return values.map((value) => el("span", {
+      class: "cell", title: String(value), style: `background: ${metaColour(track, value, range)}`,
+    }));
   }
   if (track.type === "wordvec") {
     const words = track.words?.slice(from, to) ?? values.map((value) => [String(value)]);
-    return words.map((top) => el("span", { class: "cell", title: top.map(shownWord).join("  ") }, shownWord(top[0] ?? "")));
+    return words.map((top) => el("span", {
+      class: "cell", title: top.map((word) => shownWord(word)).join("  "),
+    }, shownWord(top[0] ?? "")));
   }
   const labels = track.labels?.slice(from, to) ?? values.map(String);
   return values.map((value, i) => el("span", {
-    class: "cell", title: labels[i], style: `background: ${CATEGORIES[Math.abs(value) % CATEGORIES.length]}`,
+    class: "cell", title: labels[i], style: `background: ${metaColour(track, value)}`,
   }, labels[i]));
 }
 
