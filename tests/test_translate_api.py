@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 import torch
 import yaml
 
 from seqvis.demo import translate as demo
+from seqvis.progress import Progress
 from seqvis.server import create_app
 from seqvis.vocab import write_dict
 from tests.conftest import make_token_project
@@ -47,22 +49,37 @@ def masking_gru_adapter(project) -> MaskingGruAdapter:
     return MaskingGruAdapter(gru_adapter(project).model)
 
 
+PAIRS = [demo.date_pair(day, language, form) for day in (demo.FIRST_DAY, demo.LAST_DAY)
+         for language in demo.LANGUAGES for form in demo.FORMATS]
+PAIRS.append(demo.date_pair(__import__("datetime").date(2024, 3, 5), "fr", "full"))
+
+
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    """A data folder with an (untrained) demo-architecture model, the GRU model and a token project."""
+def data(tmp_path_factory):
+    """A data folder with an (untrained) demo-architecture model and the states of its training pairs (PAIRS),
+    the GRU model and a token project."""
     data = tmp_path_factory.mktemp("data")
-    pairs = [demo.date_pair(day, language, form) for day in (demo.FIRST_DAY, demo.LAST_DAY)
-             for language in demo.LANGUAGES for form in demo.FORMATS]
-    pairs.append(demo.date_pair(__import__("datetime").date(2024, 3, 5), "fr", "full"))
-    source = [demo.PAD, *sorted({w for s, _ in pairs for w in s} | {"April", "<de>"})]
-    target = [demo.PAD, demo.BOS, demo.EOS, *sorted({w for _, t in pairs for w in t})]
+    source = [demo.PAD, *sorted({w for s, _ in PAIRS for w in s} | {"April", "<de>"})]
+    target = [demo.PAD, demo.BOS, demo.EOS, *sorted({w for _, t in PAIRS for w in t})]
     torch.manual_seed(0)
-    model = demo.DateTranslator(len(source), len(target), embedding=8, encoder=8, decoder=16)
-    write_project(data / "dates", "seqvis.demo.translate:load_adapter", model.state_dict(),
+    model = demo.DateTranslator(len(source), len(target), embedding=8, encoder=8, decoder=16).eval()
+    folder = data / "dates"
+    write_project(folder, "seqvis.demo.translate:load_adapter", model.state_dict(),
                   {"source_vocab": source, "target_vocab": target})
+    demo.write_states(folder / "states.h5", model, [[source.index(w) for w in s] for s, _ in PAIRS],
+                      [[target.index(w) for w in t] for _, t in PAIRS], target.index(demo.BOS),
+                      target.index(demo.EOS), Progress(stream=None))
+    config = yaml.safe_load((folder / "seqvis.yml").read_text(encoding="utf-8"))
+    config["files"]["states"] = "states.h5"
+    (folder / "seqvis.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
     write_project(data / "gru", "tests.test_translate_api:gru_adapter", GruModel().state_dict(), {})
     write_project(data / "masked", "tests.test_translate_api:masking_gru_adapter", GruModel().state_dict(), {})
     make_token_project(data / "toy")
+    return data
+
+
+@pytest.fixture(scope="module")
+def client(data):
     return create_app({"DATA_DIR": str(data)}).test_client()
 
 
@@ -73,8 +90,9 @@ def ok(answer) -> dict:
 
 def test_info(client):
     info = ok(client.get("/api/translate/dates/info"))
-    assert info["has_attention"] and info["embeddings"] and info["examples"] == [SOURCE]
-    assert ok(client.get("/api/translate/gru/info"))["has_attention"] is False
+    assert info["has_attention"] and info["embeddings"] and info["neighbours"] and info["examples"] == [SOURCE]
+    gru = ok(client.get("/api/translate/gru/info"))
+    assert gru["has_attention"] is False and gru["neighbours"] is False
 
 
 def test_translate_returns_every_stage(client):
@@ -219,3 +237,95 @@ def test_bad_requests_around_the_routes(client):
     assert answer.status_code == 400 and "position: 9 is not a source position" in answer.get_json()["error"]["message"]
     answer = client.get("/api/translate/gru/substitutes", query_string={"source": "a b", "position": 0, "k": 500})
     assert answer.status_code == 400 and "k: must be at most 100" in answer.get_json()["error"]["message"]
+
+
+# -- neighbours ------------------------------------------------------------------------------------------------
+def cosine_scan(states: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The plain reference: cosine against every stored row in float64, best first, ties by row."""
+    x, q = states.astype(np.float64), np.asarray(query, dtype=np.float64)
+    similarity = x @ q / (np.linalg.norm(x, axis=1) * np.linalg.norm(q))
+    order = np.lexsort((np.arange(len(x)), -similarity))[:k]
+    return order, similarity[order]
+
+
+@pytest.mark.parametrize("side", ["encoder", "decoder"])
+def test_a_training_pair_finds_its_own_states_first(client, data, side):
+    pair = len(PAIRS) - 1
+    source, target = PAIRS[pair]
+    position = 3
+    answer = ok(client.get("/api/translate/dates/neighbours", query_string={
+        "source": demo.detokenize(source), "side": side, "position": position, "target": " ".join([*target, demo.EOS]),
+        "k": 5}))
+    assert answer["tokens"] == (source if side == "encoder" else [*target, demo.EOS])
+    best = answer["neighbours"][0]
+    assert (best["pair"], best["position"]) == (pair, position)
+    assert best["similarity"] == pytest.approx(1, abs=1e-4)
+    assert best["source"] == source and best["target"] == [*target, demo.EOS]
+    assert best["xy"] == pytest.approx(answer["xy"], abs=1e-3)     # its state sits where the query does
+    with h5py.File(data / "dates" / "states.h5", "r") as f:
+        stored = f[f"{side}/states"][:]
+        rows, similarities = cosine_scan(stored, stored[best["row"]], 5)
+        assert [n["row"] for n in answer["neighbours"]] == rows.tolist()
+        assert [n["similarity"] for n in answer["neighbours"]] == pytest.approx(similarities.tolist(), abs=1e-3)
+        for neighbour in answer["neighbours"]:
+            assert f[f"{side}/sentence"][neighbour["row"]] == neighbour["pair"]
+            assert f[f"{side}/position"][neighbour["row"]] == neighbour["position"]
+
+
+def test_neighbours_of_a_new_sentence_are_exact_and_placed_on_a_fixed_map(client, data):
+    query = {"source": SOURCE.replace("March", "April"), "side": "encoder", "position": 3, "k": 100}
+    answer = ok(client.get("/api/translate/dates/neighbours", query_string=query))
+    with h5py.File(data / "dates" / "states.h5", "r") as f:
+        stored = f["encoder/states"][:]
+    states = np.array(ok(client.get("/api/translate/dates/translate", query_string={
+        "source": query["source"], "max_length": 1}))["source"]["states"])
+    rows, similarities = cosine_scan(stored, states[3], len(stored))
+    assert [n["row"] for n in answer["neighbours"]] == rows.tolist()          # k beyond the index: all of it
+    assert [n["similarity"] for n in answer["neighbours"]] == pytest.approx(similarities.tolist(), abs=1e-3)
+    trajectory = np.array(answer["trajectory"])
+    assert trajectory.shape == (len(answer["tokens"]), 2) and answer["xy"] == answer["trajectory"][3]
+    assert answer["map"]["states"] == len(stored) and len(answer["map"]["points"]) == len(stored)
+    cache = data / ".cache" / "dates"
+    built = {path: path.stat().st_mtime_ns for path in cache.glob("*.index")}
+    again = create_app({"DATA_DIR": str(data)}).test_client()        # a new server reopens the cached index
+    assert ok(again.get("/api/translate/dates/neighbours", query_string=query)) == answer
+    assert {path: path.stat().st_mtime_ns for path in cache.glob("*.index")} == built
+
+
+def test_decoder_neighbours_follow_attention_edits(client):
+    query = {"source": SOURCE, "side": "decoder", "position": 1, "target": "mardi 5 mars", "k": 3}
+    plain = ok(client.post("/api/translate/dates/neighbours", json=query))
+    edited = ok(client.post("/api/translate/dates/neighbours", json={
+        **query, "attention": [{"step": 1, "weights": [0, 0, 0, 1, 0, 0, 0]}]}))
+    assert plain["trajectory"][0] == edited["trajectory"][0] and plain["xy"] != edited["xy"]
+    assert plain["tokens"] == edited["tokens"] == ["mardi", "5", "mars"]
+
+
+BAD_NEIGHBOURS = [
+    ({"side": "middle", "position": 0}, "side: must be one of encoder, decoder"),
+    ({"side": "encoder", "position": 7}, "position: 7 is not a position of the encoder tokens (0..6)"),
+    ({"side": "encoder"}, "position: is required"),
+    ({"side": "decoder", "position": 0}, "target: the decoder side needs the output words"),
+    ({"side": "decoder", "position": 0, "target": "mardi Mars"}, "target: unknown target token(s) 'Mars'"),
+    ({"side": "decoder", "position": 0, "target": "mardi </s> 5"}, "target: only the last word may be the end"),
+    ({"side": "decoder", "position": 2, "target": "mardi 5"}, "position: 2 is not a position of the decoder"),
+    ({"side": "encoder", "position": 0, "k": 0}, "k: must be at least 1"),
+    ({"side": "encoder", "position": 0, "source": ""}, "source: is empty"),
+    ({"side": "encoder", "position": 0, "attention": [{"step": 0, "weights": [1] * 7}]},
+     "attention: edits change decoder states only"),
+    ({"side": "decoder", "position": 0, "target": "mardi", "attention": [{"step": 1, "weights": [1] * 7}]},
+     "attention: step 1 is out of range (0..0)"),
+]
+
+
+@pytest.mark.parametrize("body, message", BAD_NEIGHBOURS)
+def test_bad_neighbour_requests_name_the_problem(client, body, message):
+    answer = client.post("/api/translate/dates/neighbours", json={"source": SOURCE, **body})
+    assert answer.status_code == 400
+    assert message in answer.get_json()["error"]["message"]
+
+
+def test_a_project_without_training_states_says_so(client):
+    answer = client.get("/api/translate/gru/neighbours", query_string={"source": "a b", "side": "encoder",
+                                                                       "position": 0})
+    assert answer.status_code == 404 and "stores no training states" in answer.get_json()["error"]["message"]

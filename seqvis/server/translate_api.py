@@ -1,4 +1,4 @@
-"""Translation debugger routes: /api/translate/<project>/{info,translate,whatif,substitutes}."""
+"""Translation debugger routes: /api/translate/<project>/{info,translate,whatif,substitutes,neighbours}."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify, request
 from seqvis.server import params
 from seqvis.server.errors import ApiError, bad_request, not_found
 from seqvis.server.projects_api import workspace
-from seqvis.translate.service import Translator
+from seqvis.translate.service import SIDES, Translator
 
 blueprint = Blueprint("translate", __name__, url_prefix="/api/translate/<project>")
 
@@ -110,3 +110,17 @@ def substitutes(project: str):
     return jsonify(translator(project).substitutes(params.string("source", max_length=2000),
                                                    params.integer("position", lo=0),
                                                    params.integer("k", 10, lo=1, hi=100)))
+
+
+@blueprint.route("/neighbours", methods=["GET", "POST"])
+def neighbours(project: str):
+    """The `k` training-set states nearest (exact cosine) to one state of a translation of `source`: side
+    "encoder" and a source `position`, or side "decoder", the output words `target` and a `position` among them
+    (with attention edits [{step, weights}] in a JSON body); each with its training pair and token position, all
+    placed on the 2-D map of the index with the sentence's trajectory."""
+    service = translator(project)
+    edits = attention_edits(_body()) if request.method == "POST" else None
+    return jsonify(service.neighbours(
+        params.string("source", max_length=2000), params.choice("side", list(SIDES)), params.integer("position", lo=0),
+        target=params.string("target", None, max_length=2000), attention=edits,
+        k=params.integer("k", 20, lo=1, hi=100)))

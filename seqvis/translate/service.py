@@ -6,13 +6,17 @@ The project's seqvis.yml names a factory ("package.module:function") that is cal
 from __future__ import annotations
 
 import pkgutil
+import threading
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
+from core.neighbours import NeighbourIndex
+from seqvis.progress import Progress
 from seqvis.projects import ProjectError, Seq2SeqProject
 from seqvis.translate.adapter import Seq2SeqAdapter
 from seqvis.translate.decode import (Node, Translation, embedding_neighbours, greedy, search, source_ids, target_ids,
@@ -20,6 +24,8 @@ from seqvis.translate.decode import (Node, Translation, embedding_neighbours, gr
 
 MAX_SOURCE_TOKENS = 100
 DIGITS = 4
+SIDES = ("encoder", "decoder")
+MAP_POINTS = 2000       # indexed states sent as the background of the neighbourhood map
 
 
 def load_adapter(project: Seq2SeqProject) -> Seq2SeqAdapter:
@@ -56,6 +62,56 @@ def _round(values) -> Any:
     return out.tolist()
 
 
+class TrainingStates:
+    """The encoder and decoder states of a project's training pairs, searched for neighbours.
+
+    The HDF5 file (seqvis.yml `files.states`) holds, per side ("encoder", "decoder"), `states` [N, D] (one row
+    per token, no padding rows; a decoder row is the state that predicts target token t), and `sentence` and
+    `position` [N] (the row's pair and token position); `sentences/source` and `sentences/target` hold the
+    pairs' word ids in the adapter's vocabularies, pair i at `sentences/{source,target}_offsets`[i:i+2]
+    (`seqvis.demo.translate.write_states` writes it). Each side's `NeighbourIndex` is built once into
+    `cache_dir` and reopened from there.
+    """
+
+    DATASETS = [f"{side}/{name}" for side in SIDES for name in ("states", "sentence", "position")] + [
+        f"sentences/{side}{suffix}" for side in ("source", "target") for suffix in ("", "_offsets")]
+
+    def __init__(self, path: Path, cache_dir: Path):
+        self.path, self.cache_dir = Path(path), Path(cache_dir)
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as error:
+            raise ProjectError(f"{self.path.name}: not a readable HDF5 file ({error}) (seqvis.yml files.states)") \
+                from None
+        missing = [name for name in self.DATASETS if not isinstance(self.file.get(name), h5py.Dataset)]
+        if missing:
+            raise ProjectError(f"{self.path.name}: no dataset {', '.join(repr(m) for m in missing)} "
+                               f"(seqvis.yml files.states)")
+        self.offsets = {side: self.file[f"sentences/{side}_offsets"][:] for side in ("source", "target")}
+        self._indexes: dict[str, NeighbourIndex] = {}
+        self._lock = threading.Lock()
+
+    def index(self, side: str) -> NeighbourIndex:
+        """The neighbour index of one side's states, opened from the cache or built there first."""
+        with self._lock:
+            if side not in self._indexes:
+                self._indexes[side] = NeighbourIndex.cached(
+                    self.file[f"{side}/states"], self.cache_dir,
+                    progress=Progress(f"neighbour index {self.path.parent.name}/{side}"))
+            return self._indexes[side]
+
+    def locate(self, side: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The pair and token position of each of `rows` of one side's states."""
+        unique, inverse = np.unique(rows, return_inverse=True)
+        return (self.file[f"{side}/sentence"][unique][inverse].astype(np.int64),
+                self.file[f"{side}/position"][unique][inverse].astype(np.int64))
+
+    def pair(self, pair: int) -> tuple[np.ndarray, np.ndarray]:
+        """The source and target word ids of training pair `pair`."""
+        return tuple(self.file[f"sentences/{side}"][self.offsets[side][pair]:self.offsets[side][pair + 1]]
+                     for side in ("source", "target"))
+
+
 class Translator:
     """Translations and what-ifs for one seq2seq project; plain data in, JSON-ready dicts out."""
 
@@ -73,10 +129,12 @@ class Translator:
         return greedy(self.adapter, [word], max_length=1).has_attention
 
     def info(self) -> dict:
-        """What the page needs before the first request: vocabulary sizes, attention, limits, examples."""
+        """What the page needs before the first request: vocabulary sizes, attention, embeddings, whether training
+        states are stored for neighbours, limits, examples."""
         return {"project": self.project.name, "description": self.project.description,
                 "source_words": len(self.adapter.source_vocab), "target_words": len(self.adapter.target_vocab),
                 "has_attention": self.has_attention, "embeddings": self.adapter.source_embeddings() is not None,
+                "neighbours": "states" in self.project.files,
                 "max_source_tokens": MAX_SOURCE_TOKENS, "examples": list(self.project.extra.get("examples", []))}
 
     # -- decoding ----------------------------------------------------------------------------------------------
@@ -107,6 +165,70 @@ class Translator:
         return {"position": position, "word": vocab[ids[position]],
                 "neighbours": [{"word": vocab[i], "similarity": round(similarity, DIGITS)}
                                for i, similarity in embedding_neighbours(self.adapter, ids[position], k)]}
+
+    # -- neighbours -------------------------------------------------------------------------------------------------
+    @cached_property
+    def training(self) -> TrainingStates:
+        """The project's stored training states; a LookupError when it stores none."""
+        path = self.project.files.get("states")
+        if path is None:
+            raise LookupError(f"project {self.project.name!r} stores no training states to search (seqvis.yml "
+                              f"files.states)")
+        return TrainingStates(path, self.cache_dir)
+
+    def neighbours(self, source: str, side: str, position: int, *, target: str | None = None,
+                   attention: Mapping[int, Sequence[float]] | None = None, k: int = 20) -> dict:
+        """The `k` training states nearest (exact cosine) to one state of a translation, with their pairs.
+
+        side "encoder": the state of source token `position`. side "decoder": the state that predicts output token
+        `position` of `target` (the output words, e.g. a hypothesis's tokens, decoded forced along them with the
+        `attention` edits), so any step of any hypothesis can be asked about. The answer places the query, its
+        neighbours and the whole sentence's states (its trajectory) on the 2-D map fitted once per index, with a
+        sample of the indexed states as background."""
+        states, tokens = self.sentence_states(source, side, target, attention)
+        if not 0 <= position < len(tokens):
+            raise ValueError(f"position: {position} is not a position of the {side} tokens (0..{len(tokens) - 1})")
+        training = self.training
+        index = training.index(side)
+        if states.shape[1] != index.dims:
+            raise ProjectError(f"{training.path.name}: {side} states have {index.dims} dimensions, the model's "
+                               f"{states.shape[1]} (seqvis.yml files.states belongs to another model)")
+        rows, similarities = index.query(states[position:position + 1], k)
+        rows, similarities = rows[0], similarities[0]
+        pairs, positions = training.locate(side, rows)
+        trajectory = index.project(states)
+        background = np.unique(np.linspace(0, index.size - 1, min(index.size, MAP_POINTS)).astype(np.int64))
+        places = index.coordinates[np.searchsorted(index.rows, rows)]
+        found = []
+        for row, similarity, pair, at, xy in zip(rows, similarities, pairs, positions, places):
+            source_words, target_words = training.pair(int(pair))
+            found.append({"row": int(row), "similarity": _round(similarity), "pair": int(pair), "position": int(at),
+                          "xy": _round(xy), "source": self.words(source_words, self.adapter.source_vocab),
+                          "target": self.words(target_words, self.adapter.target_vocab)})
+        return {"side": side, "position": position, "tokens": tokens, "xy": _round(trajectory[position]),
+                "trajectory": _round(trajectory), "neighbours": found,
+                "map": {"states": index.size, "points": _round(index.coordinates[background])}}
+
+    def sentence_states(self, source: str, side: str, target: str | None,
+                        attention: Mapping[int, Sequence[float]] | None) -> tuple[np.ndarray, list[str]]:
+        """One side's states [T, D] of a sentence and its words: the encoder's over `source`, or the decoder's
+        forced along the output words `target` with the `attention` edits."""
+        if side not in SIDES:
+            raise ValueError(f"side: must be one of {', '.join(SIDES)}, got {side!r}")
+        ids = self.source_ids(source)
+        if side == "encoder":
+            if attention:
+                raise ValueError("attention: edits change decoder states only; ask with side decoder")
+            encoded = greedy(self.adapter, ids, max_length=1, top_k=1)     # checks the encoding as decoding does
+            return encoded.encoder_states, self.words(ids, self.adapter.source_vocab)
+        if not target:
+            raise ValueError("target: the decoder side needs the output words whose states to search")
+        forced = target_ids(self.adapter, target, what="target")
+        if self.adapter.eos in forced[:-1]:
+            raise ValueError(f"target: only the last word may be the end token "
+                             f"{self.adapter.target_vocab[self.adapter.eos]!r}")
+        translation = greedy(self.adapter, ids, max_length=len(forced), top_k=1, prefix=forced, attention=attention)
+        return translation.best.states, self.words(forced, self.adapter.target_vocab)
 
     # -- words and ids ---------------------------------------------------------------------------------------------
     def source_ids(self, source: str) -> list[int]:
