@@ -22,15 +22,15 @@ Match (LSTMVis's `query_similar_activations`, precise mode, made deterministic):
 4. Each candidate is verified over all U units: a unit is ACTIVE when it is on at every step of the
    run and, where a side is constrained, off at the step just outside it. selected_on = active
    selected units; union = |active units ∪ selected units| = K + active units that are not selected.
-5. Ranking: most selected units on, then smallest union, then longest, then earliest start; the
-   first `top` (50) are returned. Histograms count candidate lengths: fuzzy over all candidates,
-   strict over those whose selected_on is K.
+5. Ranking: most selected units on, then smallest union, then longest, then the candidate order of
+   step 3 (LSTMVis's sort is stable); the first `top` (50) are returned. Histograms count candidate
+   lengths: fuzzy over all candidates, strict over those whose selected_on is K.
 
 Where this differs from LSTMVis, on purpose: a step outside the sequence counts as off (LSTMVis
-drops runs that touch either end and reads a wrapped-around neighbour for the score), ties are broken
-by the stated orders (LSTMVis: dictionary and set order), the whole sequence is searched (its "fast"
-mode silently searches the first 500,000 steps), and on/off is exact (it rounds to float32 or
-compares arctanh(t) with raw values).
+drops runs that touch either end and reads a wrapped-around neighbour for the score), ties among
+equal scores are broken by level and start (LSTMVis: dictionary and set order), the whole sequence
+is searched (its "fast" mode silently searches the first 500,000 steps), and on/off is exact (it
+compares raw values with arctanh(t)).
 
 The index (`MatchIndex`) stores, column-major ([U, N] uint8, a quarter of float32 states), a code per
 value: code = clip(floor(value * s_u) - b_u, 0, 255), exact and monotone, with a per-unit scale s_u =
@@ -39,21 +39,24 @@ fall exactly on code edges. For a threshold, codes above (below) the threshold's
 (off); a value whose code equals it is "ambiguous" unless the threshold is that code's lower edge,
 and is read back from the float states. Ambiguous values are resolved only where they matter:
 steps whose count could reach the candidate levels, and candidate rows; the union over all units
-of the top-ranked candidates is read from the float state rows directly.
+of the top-ranked candidates is read from the float state rows directly. Float states in an
+unfiltered HDF5 dataset (contiguous or chunked) are read at random positions through a memory map of
+the file. The index is built streaming, in row blocks, and refuses states that changed since
+(StaleIndexError).
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
-import torch
 
 TRANSFORMS = ("tanh", "none")
 MAX_CANDIDATES = 10_000        # LSTMVis's candidate budget in precise mode
@@ -63,8 +66,10 @@ _MAGIC = b"SVMATCH1"
 _PAGE = 4096
 _BLOCK_BYTES = 32 << 20        # float32 bytes per streamed block of rows
 _SAMPLE_BLOCKS, _SAMPLE_ROWS = 64, 1024
-_FINGERPRINT_ROWS = 17
-_LONG_RUN = 4096               # candidates longer than this are verified in chunks
+_FINGERPRINT_ROWS = 64
+_COUNT_BLOCK = 1 << 16          # steps counted at once (fits a core's cache)
+_TRANSPOSE_ROWS = 64            # rows of codes transposed at once while building
+_UNION_ROWS = 1 << 13          # float state rows read at once to find candidates' active units
 
 
 class StaleIndexError(ValueError):
@@ -132,7 +137,6 @@ class MatchResult:
     strict_lengths: list[int]
     total: int                  # candidates verified (<= max_candidates)
     strict_total: int           # of which all selected units are on
-    min_level: int              # lowest level the candidate search reached (0: no candidates)
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,9 @@ class _Query:
         ids = np.sort(ids.astype(np.int64))
         if np.any(ids[1:] == ids[:-1]):
             raise ValueError(f"units: duplicate unit id {int(ids[1:][ids[1:] == ids[:-1]][0])}")
+        if not (isinstance(constrain, (tuple, list)) and len(constrain) == 2
+                and all(isinstance(side, (bool, np.bool_)) for side in constrain)):
+            raise ValueError(f"constrain: need a pair of booleans (left, right), got {constrain!r}")
         left, right = constrain
         for name, value, low in (("phrase_length", phrase_length, 0), ("top", top, 1),
                                  ("max_candidates", max_candidates, 1)):
@@ -200,7 +207,7 @@ def _int_pair(pair: Any, name: str) -> tuple[int, int]:
 def _check_states(states: Any) -> tuple[int, int]:
     shape, dtype = getattr(states, "shape", None), getattr(states, "dtype", None)
     if shape is None or len(shape) != 2 or dtype is None or not np.issubdtype(dtype, np.floating):
-        raise TypeError(f"states: need a 2-D float array or h5py dataset [tokens, units], got {shape} of {dtype}")
+        raise ValueError(f"states: need a 2-D float array or h5py dataset [tokens, units], got {shape} of {dtype}")
     if shape[0] < 1 or shape[1] < 1:
         raise ValueError(f"states: need at least one token and one unit, got shape {shape}")
     return int(shape[0]), int(shape[1])
@@ -212,16 +219,17 @@ def _check_transform(transform: Any) -> str:
     return transform
 
 
-def _result(query: _Query, starts: np.ndarray, stops: np.ndarray, selected_on: np.ndarray, unions: np.ndarray,
-            min_level: int) -> MatchResult:
-    """Rank verified candidates and count their lengths (unions only matter for the best selected_on values)."""
+def _result(query: _Query, starts: np.ndarray, stops: np.ndarray, selected_on: np.ndarray,
+            unions: np.ndarray) -> MatchResult:
+    """Rank verified candidates, given in candidate order, and count their lengths (unions only matter for
+    the best selected_on values). Ties keep the candidate order, as LSTMVis's stable sort does."""
     lengths = stops - starts
-    order = np.lexsort((starts, -lengths, unions, -selected_on))[:query.top]
+    order = np.lexsort((np.arange(len(starts)), -lengths, unions, -selected_on))[:query.top]
     strict = selected_on == len(query.units)
     ranked = [MatchCandidate(int(starts[i]), int(stops[i]), int(selected_on[i]), int(unions[i]), int(lengths[i]))
               for i in order]
     return MatchResult(ranked, np.bincount(lengths).tolist(), np.bincount(lengths[strict]).tolist(),
-                       len(starts), int(strict.sum()), min_level)
+                       len(starts), int(strict.sum()))
 
 
 # -- the reference: a brute-force scan, the LSTMVis way --------------------------------------------------
@@ -269,42 +277,117 @@ def brute_force_match(states: Any, units: Any, threshold: float, *, transform: s
             active &= ~on[-1]
         verified.append((start, stop, int((active & selected).sum()), len(columns) + int((active & ~selected).sum())))
     table = np.array(verified, np.int64).reshape(-1, 4)
-    min_level = min((level for level, _ in found.values()), default=0)
-    return _result(query, table[:, 0], table[:, 1], table[:, 2], table[:, 3], min_level)
+    return _result(query, table[:, 0], table[:, 1], table[:, 2], table[:, 3])
 
 
 # -- reading the float states ----------------------------------------------------------------------------
 
 class _StateReader:
-    """Transformed float32 blocks, rows and single values of the states, read through a memory map when
-    the states are a contiguous, unfiltered HDF5 dataset (random access then costs no library calls)."""
+    """Raw float32 row blocks, rows and single-unit values of the states. An unfiltered HDF5 dataset
+    (contiguous or chunked) is read at random positions through a memory map of its file, since h5py
+    costs about 0.1 ms per row selected; row blocks are read by slicing."""
 
     def __init__(self, states: Any, transform: str):
         self.states, self.transform = states, transform
-        self.direct = states if isinstance(states, np.ndarray) else _memory_map(states)
+        self._map: _FileMap | None | bool = False          # False: not looked up yet
 
-    def block(self, start: int, stop: int) -> np.ndarray:
-        return np.ascontiguousarray((self.direct if self.direct is not None else self.states)[start:stop],
-                                    dtype=np.float32)
+    @property
+    def map(self) -> _FileMap | None:
+        if self._map is False:
+            self._map = _FileMap.of(self.states)
+        return self._map
+
+    def blocks(self, start: int, stop: int, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, raw rows) covering rows [start, stop) in blocks of at most `rows`: views of the file
+        where it holds at least a quarter block in one piece (paged in here, so that reading overlaps the
+        caller's work on the previous block), else copies read by slicing."""
+        while start < stop:
+            end = min(start + rows, stop)
+            block = self.map.view(start, end) if self.map is not None else None
+            if block is not None and 4 * len(block) >= end - start:
+                np.add.reduce(block.ravel()[::1024])
+            else:
+                block = np.ascontiguousarray(self.states[start:end], dtype=np.float32)
+            yield start, block
+            start += len(block)
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
-        """Transformed rows (sorted, unique positions)."""
-        source = self.direct if self.direct is not None else self.states
-        return transformed(source[rows], self.transform)
+        """Raw values [len(rows), U] at sorted, unique rows."""
+        if self.map is not None:
+            return self.map.gather(rows, None)
+        return np.ascontiguousarray(self.states[rows], dtype=np.float32)
 
     def values(self, rows: np.ndarray, unit: int) -> np.ndarray:
         """Transformed values of one unit at sorted, unique rows."""
-        source = self.direct if self.direct is not None else self.states
-        return transformed(source[rows, unit], self.transform)
+        raw = self.map.gather(rows, unit) if self.map is not None else self.states[rows, unit]
+        return transformed(raw, self.transform)
 
 
-def _memory_map(states: Any) -> np.ndarray | None:
-    if not isinstance(states, h5py.Dataset) or states.chunks is not None or states.compression is not None:
-        return None
-    offset = states.id.get_offset()
-    if offset is None or states.file.driver != "sec2" or states.external or not states.dtype.isnative:
-        return None
-    return np.memmap(states.file.filename, dtype=states.dtype, mode="r", offset=offset, shape=states.shape)
+class _FileMap:
+    """Random access to the elements of an unfiltered HDF5 dataset by a memory map of its file: the
+    element offset of each chunk (one chunk spanning the whole array when contiguous), read once."""
+
+    _GATHER = 1 << 22                # elements gathered per step
+
+    def __init__(self, data: np.memmap, offsets: np.ndarray, chunk: tuple[int, int], shape: tuple[int, int]):
+        self.data, self.offsets, self.chunk, self.shape = data, offsets, chunk, shape
+
+    @classmethod
+    def of(cls, states: Any) -> "_FileMap | None":
+        """The map of an h5py dataset stored plainly in a native-order file on local disk; else None."""
+        if not isinstance(states, h5py.Dataset) or states.file.driver != "sec2" or states.file.userblock_size \
+                or states.external or not states.dtype.isnative or states.id.get_create_plist().get_nfilters():
+            return None
+        size = states.dtype.itemsize
+        if states.chunks is None:
+            offset = states.id.get_offset()
+            if offset is None or offset % size:
+                return None
+            offsets, chunk = np.array([[offset // size]], np.int64), tuple(states.shape)
+        else:
+            chunk = tuple(states.chunks)
+            grid = tuple(-(-dim // side) for dim, side in zip(states.shape, chunk))
+            offsets = np.full(grid, -1, np.int64)
+
+            def record(info: Any) -> None:
+                offsets[info.chunk_offset[0] // chunk[0], info.chunk_offset[1] // chunk[1]] = info.byte_offset
+
+            try:
+                states.id.chunk_iter(record)
+            except (AttributeError, RuntimeError):          # HDF5 without chunk iteration
+                return None
+            if (offsets < 0).any() or (offsets % size).any():  # unwritten chunks (fill values) or misaligned
+                return None
+            offsets //= size
+        elements = os.path.getsize(states.file.filename) // size
+        data = np.memmap(states.file.filename, dtype=states.dtype, mode="r", shape=(elements,))
+        return cls(data, offsets, chunk, tuple(states.shape))
+
+    def view(self, start: int, stop: int) -> np.ndarray | None:
+        """float32 rows from `start` on, at most to `stop`, as a view of the file: as far as its chunks span
+        whole rows and follow one another there (to `stop` for a contiguous dataset); else None."""
+        (chunk_rows, chunk_units), (n, n_units) = self.chunk, self.shape
+        if chunk_units != n_units or self.data.dtype != np.float32:
+            return None
+        first = start // chunk_rows
+        offsets = self.offsets[first:(min(stop, n) - 1) // chunk_rows + 1, 0]
+        gaps = np.flatnonzero(np.diff(offsets) != chunk_rows * n_units)
+        stop = min(stop, n, (first + gaps[0] + 1) * chunk_rows) if len(gaps) else min(stop, n)
+        begin = offsets[0] + (start - first * chunk_rows) * n_units
+        return self.data[begin:begin + (stop - start) * n_units].reshape(stop - start, n_units)
+
+    def gather(self, rows: np.ndarray, unit: int | None) -> np.ndarray:
+        """float32 values at sorted rows, of one unit or (unit None) of all units [len(rows), U]."""
+        units = np.arange(self.shape[1]) if unit is None else np.array([unit])
+        (chunk_rows, chunk_units), columns = self.chunk, units % self.chunk[1]
+        out = np.empty((len(rows), len(units)), np.float32)
+        step = max(1, self._GATHER // len(units))
+        for at in range(0, len(rows), step):
+            part = rows[at:at + step]
+            where = self.offsets[(part // chunk_rows)[:, None], units // chunk_units] \
+                + ((part % chunk_rows) * chunk_units)[:, None] + columns
+            out[at:at + step] = self.data[where]
+        return out if unit is None else out[:, 0]
 
 
 # -- codes ----------------------------------------------------------------------------------------------
@@ -326,20 +409,36 @@ def _code_scales(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndar
     return scales, bases
 
 
-def _encode(values: np.ndarray, scale32: np.ndarray, scale64: np.ndarray, base32: np.ndarray) -> np.ndarray:
-    """uint8 codes clip(floor(value * scale) - base, 0, 255) of float32 values [rows, units], exact: a
-    float32 product that rounded onto an integer is recomputed in float64; NaN gets code 0."""
-    scaled = values * scale32
-    codes = np.floor(scaled)
-    near = codes == scaled
-    near &= values != 0
-    rows, units = np.nonzero(near)
-    if len(rows):
-        codes[rows, units] = np.floor(values[rows, units].astype(np.float64) * scale64[units])
-    codes -= base32
-    np.fmax(codes, 0, out=codes)
-    np.fmin(codes, 255, out=codes)
-    return codes.astype(np.uint8)
+class _Encoder:
+    """uint8 codes clip(floor(value * scale) - base, 0, 255) of transformed float32 rows, exact (a float32
+    product that rounded onto an integer is redone in float64; NaN gets code 0), in reused buffers."""
+
+    def __init__(self, rows: int, scale: np.ndarray, base: np.ndarray, transform: str):
+        units = len(scale)
+        self.scale, self.scale32, self.base32 = scale, scale.astype(np.float32), base.astype(np.float32)
+        self.transform = transform
+        self.values, self.scaled, self.floor = (np.empty((rows, units), np.float32) for _ in range(3))
+        self.near, self.codes = np.empty((rows, units), bool), np.empty((rows, units), np.uint8)
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        """Codes [rows, U] of raw float32 rows (valid until the next call)."""
+        rows = len(raw)
+        values, scaled, floor = self.values[:rows], self.scaled[:rows], self.floor[:rows]
+        if self.transform == "tanh":
+            np.tanh(raw, out=values)
+        else:
+            values = raw
+        np.multiply(values, self.scale32, out=scaled)
+        np.floor(scaled, out=floor)
+        near = np.flatnonzero(np.equal(floor, scaled, out=self.near[:rows]))
+        near = near[values.ravel()[near] != 0]
+        if len(near):
+            floor.ravel()[near] = np.floor(values.ravel()[near].astype(np.float64) * self.scale[near % values.shape[1]])
+        np.subtract(floor, self.base32, out=floor)
+        np.fmax(floor, 0, out=floor)
+        np.fmin(floor, 255, out=floor)
+        np.copyto(self.codes[:rows], floor, casting="unsafe")
+        return self.codes[:rows]
 
 
 @dataclass(frozen=True)
@@ -359,22 +458,31 @@ class _Rule:
 
 
 def _fingerprint(states: Any, transform: str) -> str:
-    """Shape, dtype, transform and a few rows spread over the states: what a stale index would not match."""
+    """What a stale index would not match: shape, dtype, transform, rows spread over the states and, for an
+    HDF5 dataset, its name and its file's size and modification time (so a rewritten file is never trusted)."""
     n, n_units = states.shape
     rows = np.unique(np.linspace(0, n - 1, _FINGERPRINT_ROWS).astype(np.int64))
-    digest = hashlib.sha256(json.dumps([[n, n_units], np.dtype(states.dtype).str, transform]).encode())
+    identity: list[Any] = [[n, n_units], np.dtype(states.dtype).str, transform]
+    if isinstance(states, h5py.Dataset):
+        stat = os.stat(states.file.filename)
+        identity += [states.name, stat.st_size, stat.st_mtime_ns]
+    digest = hashlib.sha256(json.dumps(identity).encode())
     digest.update(np.ascontiguousarray(states[rows.tolist()], dtype=np.float32).tobytes())
     return digest.hexdigest()
 
 
 def _sample_range(reader: _StateReader, n: int, n_units: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-unit finite min and max of the transformed values over evenly spread blocks of rows."""
-    starts = (np.arange(1) if n <= _SAMPLE_BLOCKS * _SAMPLE_ROWS else
-              np.linspace(0, n - _SAMPLE_ROWS, _SAMPLE_BLOCKS).astype(np.int64))
-    rows = n if len(starts) == 1 else _SAMPLE_ROWS
+    """Per-unit finite min and max of the transformed values: over all rows (read in blocks) when there are
+    few, else over evenly spread blocks of rows."""
+    if n <= _SAMPLE_BLOCKS * _SAMPLE_ROWS:
+        blocks = reader.blocks(0, n, max(1, _BLOCK_BYTES // (4 * n_units)))
+    else:
+        starts = np.linspace(0, n - _SAMPLE_ROWS, _SAMPLE_BLOCKS).astype(np.int64).tolist()
+        blocks = itertools.chain.from_iterable(reader.blocks(start, start + _SAMPLE_ROWS, _SAMPLE_ROWS)
+                                               for start in starts)
     low, high = np.full(n_units, np.inf), np.full(n_units, -np.inf)
-    for start in starts.tolist():
-        values = transformed(reader.block(start, start + rows), reader.transform)
+    for _, raw in blocks:
+        values = transformed(raw, reader.transform)
         finite = np.isfinite(values)
         low = np.minimum(low, np.where(finite, values, np.inf).min(axis=0))
         high = np.maximum(high, np.where(finite, values, -np.inf).max(axis=0))
@@ -426,7 +534,7 @@ class MatchIndex:
         self.transform: str = header["transform"]
         self._scale, self._base = np.array(header["scale"]), np.array(header["base"])
         n, n_units = self.shape
-        self._codes = np.memmap(path, np.uint8, mode="c", offset=offset, shape=(n_units, n))
+        self._codes = np.memmap(path, np.uint8, mode="r", offset=offset, shape=(n_units, n)).view(np.ndarray)
         self._reader = _StateReader(states, self.transform)
 
     # -- building and opening -------------------------------------------------------------------------
@@ -474,14 +582,17 @@ class MatchIndex:
             try:
                 header = json.loads(file.read(size))
             except ValueError:
-                raise StaleIndexError(f"index: {path} has a damaged header") from None
+                header = None
+        if not isinstance(header, dict):
+            raise StaleIndexError(f"index: {path} has a damaged header")
         offset = -(-(len(_MAGIC) + 8 + size) // _PAGE) * _PAGE
         if header.get("version") != 1 or header.get("shape") != [n, n_units]:
             raise StaleIndexError(f"index: {path} was built for states of shape {header.get('shape')}, "
                                   f"not {[n, n_units]}")
         if path.stat().st_size != offset + n * n_units:
             raise StaleIndexError(f"index: {path} is truncated")
-        if header["fingerprint"] != _fingerprint(states, header["transform"]):
+        if header.get("transform") not in TRANSFORMS or \
+                header.get("fingerprint") != _fingerprint(states, header["transform"]):
             raise StaleIndexError(f"index: {path} was built from other states (their content differs)")
         return cls(path, states, header, offset)
 
@@ -493,9 +604,8 @@ class MatchIndex:
         query = _Query.check(units, threshold, self.shape[1], phrase_length=phrase_length, constrain=constrain,
                              top=top, max_candidates=max_candidates)
         rule = _Rule.of(query.t32, self._scale, self._base)
-        low, high = self._count_bounds(query, rule)
-        levels, starts, stops = self._candidate_runs(query, rule, low, high)
-        min_level = int(levels.min()) if len(levels) else 0
+        low, high, histogram = self._count_bounds(query, rule)
+        levels, starts, stops = self._candidate_runs(query, rule, low, high, histogram)
         if query.constrain != (False, False):
             scores = query.scores(levels, self._exact_counts(starts - 1, query, rule, low, high),
                                   self._exact_counts(stops, query, rule, low, high))
@@ -509,22 +619,31 @@ class MatchIndex:
             cutoff = np.sort(selected_on)[::-1][min(query.top, len(starts)) - 1]
             needed = np.flatnonzero(selected_on >= cutoff)
             unions[needed] = self._unions(query, starts[needed], stops[needed])
-        return _result(query, starts, stops, selected_on, unions, min_level)
+        return _result(query, starts, stops, selected_on, unions)
 
-    def _count_bounds(self, query: _Query, rule: _Rule) -> tuple[np.ndarray, np.ndarray]:
-        """Per step, the selected units surely on (low) and possibly on (high), from the codes alone."""
-        dtype = torch.uint8 if len(query.units) < 256 else torch.int16
-        low, high = torch.zeros(self.shape[0], dtype=dtype), torch.zeros(self.shape[0], dtype=dtype)
-        for unit in query.units.tolist():
-            codes = torch.from_numpy(self._codes[unit])
-            code_t, on_from = int(rule.code_t[unit]), int(rule.on_from[unit])
-            maybe = codes >= code_t
-            high += maybe
-            if on_from == code_t:
-                low += maybe
-            elif on_from <= 255:
-                low += codes >= on_from
-        return low.numpy(), high.numpy()
+    def _count_bounds(self, query: _Query, rule: _Rule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per step, the selected units surely on (low) and possibly on (high), from the codes alone,
+        counted in cache-sized blocks of steps, one core per block; and the histogram of high."""
+        n = self.shape[0]
+        dtype = np.uint8 if len(query.units) < 256 else np.uint16
+        low, high = np.zeros(n, dtype), np.zeros(n, dtype)
+        tests = [(self._codes[unit], int(rule.code_t[unit]), int(rule.on_from[unit])) for unit in query.units.tolist()]
+
+        def count(start: int) -> np.ndarray:
+            stop = min(start + _COUNT_BLOCK, n)
+            block_low, block_high, on = low[start:stop], high[start:stop], np.empty(stop - start, bool)
+            for codes, code_t, on_from in tests:
+                block_high += np.greater_equal(codes[start:stop], code_t, out=on)
+                if on_from != code_t:
+                    if on_from > 255:
+                        continue
+                    np.greater_equal(codes[start:stop], on_from, out=on)
+                block_low += on
+            return np.bincount(block_high, minlength=len(tests) + 1)
+
+        with ThreadPoolExecutor(_workers()) as pool:
+            histogram = sum(pool.map(count, range(0, n, _COUNT_BLOCK)))
+        return low, high, histogram
 
     def _unit_on(self, unit: int, rows: np.ndarray, query: _Query, rule: _Rule) -> np.ndarray:
         """Exact on/off of one unit at sorted, unique rows: codes, and the float states where codes cannot tell."""
@@ -552,13 +671,14 @@ class MatchIndex:
             counts[unsure] = exact[inverse]
         return counts
 
-    def _candidate_runs(self, query: _Query, rule: _Rule, low: np.ndarray,
-                        high: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _candidate_runs(self, query: _Query, rule: _Rule, low: np.ndarray, high: np.ndarray,
+                        histogram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The runs LSTMVis's level-by-level descent records: (level, start, stop) arrays, by level then start.
 
         Only steps whose count could reach the lowest level searched (`floor`) matter; the floor starts
-        where a few times `max_candidates` steps qualify and drops until enough runs are found."""
-        at_least = np.cumsum(np.bincount(high, minlength=len(query.units) + 1)[::-1])[::-1]
+        where a few times `max_candidates` steps qualify and drops, at least doubling the steps, until enough
+        runs are found."""
+        at_least = np.cumsum(histogram[::-1])[::-1]
         empty = np.zeros(0, np.int64)
         if at_least[1] == 0:
             return empty, empty, empty
@@ -573,7 +693,7 @@ class MatchIndex:
             recorded = np.cumsum(np.bincount(levels, minlength=len(query.units) + 1)[::-1])[::-1]
             if recorded[floor] >= query.max_candidates or floor == 1:
                 break
-            grown = np.flatnonzero(at_least[1:floor] >= 4 * len(rows))
+            grown = np.flatnonzero(at_least[1:floor] >= 2 * len(rows))
             floor = int(grown[-1]) + 1 if len(grown) else 1
         deepest = int(np.flatnonzero(recorded >= query.max_candidates)[-1]) if recorded[floor] >= \
             query.max_candidates else floor
@@ -600,53 +720,36 @@ class MatchIndex:
         return counts
 
     def _unions(self, query: _Query, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
-        """|active units ∪ selected units| per candidate, from the float state rows (all units)."""
+        """|active units ∪ selected units| per candidate, from the float state rows (all units), read in
+        batches of at most _UNION_ROWS rows (a long candidate is cut into pieces, whose results are ANDed)."""
         n, n_units = self.shape
         on_test = _OnTest(query.t32, self.transform)
-        source = self._reader.direct if self._reader.direct is not None else self._reader.states
-        extra = np.ones(n_units, bool)
-        extra[query.units] = False
-        active = np.zeros((len(starts), n_units), bool)
-        order = np.argsort(starts, kind="stable")
-        batch: list[int] = []
-        spanned = 0
-        for i in order.tolist() + [-1]:
-            length = stops[i] - starts[i] + 2 if i >= 0 else 0
-            if batch and (i < 0 or spanned + length > 4 * _LONG_RUN):
-                idx = np.array(batch)
-                rows = _covered(np.maximum(starts[idx] - 1, 0), np.minimum(stops[idx] + 1, n))
-                on = on_test(np.ascontiguousarray(source[rows], dtype=np.float32))
-                first, end = np.searchsorted(rows, starts[idx]), np.searchsorted(rows, stops[idx])
-                padded = np.concatenate((on, np.ones((1, n_units), bool)))
-                runs = np.logical_and.reduceat(padded, np.stack((first, end), 1).ravel(), axis=0)[::2]
-                if query.constrain[0]:
-                    has = starts[idx] > 0
-                    runs[has] &= ~on[first[has] - 1]
-                if query.constrain[1]:
-                    has = stops[idx] < n
-                    runs[has] &= ~on[end[has]]
-                active[idx] = runs
-                batch, spanned = [], 0
-            if i < 0:
-                break
-            if length > _LONG_RUN:
-                active[i] = self._long_run_active(query, on_test, source, int(starts[i]), int(stops[i]))
-            else:
-                batch.append(i)
-                spanned += length
-        return len(query.units) + (active & extra).sum(axis=1)
+        active = np.ones((len(starts), n_units), bool)
+        pieces = -(-(stops - starts) // _UNION_ROWS)
+        owner = np.repeat(np.arange(len(starts)), pieces)
+        first = starts[owner] + _UNION_ROWS * (np.arange(len(owner)) - np.repeat(np.cumsum(pieces) - pieces, pieces))
+        end = np.minimum(first + _UNION_ROWS, stops[owner])
+        order = np.argsort(first, kind="stable")
+        owner, first, end = owner[order], first[order], end[order]
+        batch = np.cumsum(end - first) // _UNION_ROWS
+        for lo, hi in zip(*_group_bounds(batch)):
+            rows = _covered(first[lo:hi], end[lo:hi])
+            on = np.concatenate((on_test(self._reader.rows(rows)), np.ones((1, n_units), bool)))
+            at = np.stack((np.searchsorted(rows, first[lo:hi]), np.searchsorted(rows, end[lo:hi])), 1).ravel()
+            np.logical_and.at(active, owner[lo:hi], np.logical_and.reduceat(on, at, axis=0)[::2])
+        for constrained, border in zip(query.constrain, (starts - 1, stops)):
+            inside = np.flatnonzero((border >= 0) & (border < n)) if constrained else []
+            if len(inside):
+                rows, where = np.unique(border[inside], return_inverse=True)
+                active[inside] &= ~on_test(self._reader.rows(rows))[where]
+        active[:, query.units] = False
+        return len(query.units) + active.sum(axis=1)
 
-    def _long_run_active(self, query: _Query, on_test: _OnTest, source: Any, start: int, stop: int) -> np.ndarray:
-        """Active units of one long run, reading its rows in chunks."""
-        n = self.shape[0]
-        active = np.ones(self.shape[1], bool)
-        for chunk in range(start, stop, _LONG_RUN):
-            active &= on_test(np.ascontiguousarray(source[chunk:min(chunk + _LONG_RUN, stop)],
-                                                   dtype=np.float32)).all(axis=0)
-        for constrained, at in zip(query.constrain, (start - 1, stop)):
-            if constrained and 0 <= at < n:
-                active &= ~on_test(np.ascontiguousarray(source[at:at + 1], dtype=np.float32))[0]
-        return active
+
+def _group_bounds(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) bounds of the runs of equal values in `keys`."""
+    cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    return np.concatenate(([0], cuts)), np.concatenate((cuts, [len(keys)]))
 
 
 def _covered(starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
@@ -696,30 +799,39 @@ def _expand(repeats: np.ndarray, tops: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return at, tops[at] - within
 
 
+def _workers() -> int:
+    """Threads for numpy work that releases the GIL: one per core, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def _stream_codes(reader: _StateReader, codes: np.ndarray, scale: np.ndarray, base: np.ndarray,
                   progress: Any) -> None:
     """Encode the states block by block into `codes` [U, N]; the next block is read while workers
-    (one per core) transform, encode and transpose the current one."""
+    (one per core) encode the current one and write it transposed."""
     n, n_units = reader.states.shape
     rows = max(1, _BLOCK_BYTES // (4 * n_units))
-    scale32, base32 = scale.astype(np.float32), base.astype(np.float32)
-    workers = max(1, min(4, os.cpu_count() or 1))
+    workers = _workers()
+    encoders = [_Encoder(-(-rows // workers), scale, base, reader.transform) for _ in range(workers)]
 
-    def encode(values: np.ndarray, start: int) -> None:
-        codes[:, start:start + len(values)] = _encode(transformed(values, reader.transform), scale32, scale,
-                                                      base32).T
+    def encode(encoder: _Encoder, values: np.ndarray, start: int) -> None:
+        encoded = encoder(values)
+        for at in range(0, len(values), _TRANSPOSE_ROWS):         # small tiles: twice as fast as one transpose
+            tile = encoded[at:at + _TRANSPOSE_ROWS]
+            codes[:, start + at:start + at + len(tile)] = tile.T
 
     if progress is not None:
         progress.start("index states", n)
     with ThreadPoolExecutor(workers) as pool:
         pending: list = []
-        for start in range(0, n + rows, rows):
-            values = reader.block(start, start + rows) if start < n else None
+        done = 0
+        for start, values in itertools.chain(reader.blocks(0, n, rows), [(n, None)]):
             for job in pending:
                 job.result()
             if progress is not None and pending:
-                progress.update(min(rows, n - (start - rows)))
+                progress.update(done)
             if values is None:
                 break
             bounds = np.linspace(0, len(values), workers + 1).astype(int)
-            pending = [pool.submit(encode, values[a:b], start + a) for a, b in zip(bounds[:-1], bounds[1:])]
+            pending = [pool.submit(encode, encoder, values[a:b], start + a)
+                       for encoder, a, b in zip(encoders, bounds[:-1], bounds[1:])]
+            done = len(values)
