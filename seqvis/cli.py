@@ -1,4 +1,4 @@
-"""The `seqvis` command line: serve, extract, demo."""
+"""The `seqvis` command line: serve, extract, demo, dissect."""
 from __future__ import annotations
 
 import argparse
@@ -46,6 +46,61 @@ def _cmd_extract(args: argparse.Namespace) -> None:
     progress.finish(f"wrote {out}")
 
 
+def _open_token_project(name: str, data: str):
+    """A token project given as a folder, or by name among the projects of `data`; with its cache folder."""
+    from seqvis.projects import ProjectError, TokenProject, discover, open_project
+
+    folder = Path(name)
+    if folder.is_dir():
+        project, data_dir = open_project(folder), folder.resolve().parent
+    else:
+        if not Path(data).is_dir():
+            raise CliError(f"--project {name!r} is not a folder, and --data {data!r} is not a folder to look it up in")
+        found, errors = discover(data)
+        project = found.pop(name, None)
+        for other in found.values():
+            other.close()
+        if project is None:
+            why = f": {errors[name]}" if name in errors else f" (projects: {', '.join(sorted(found)) or 'none'})"
+            raise CliError(f"--project {name!r} is neither a folder nor a project in {data!r}{why}")
+        data_dir = Path(data)
+    if not isinstance(project, TokenProject):
+        project.close()
+        raise ProjectError(f"--project {name!r} is a {project.kind} project; dissect --project needs token states")
+    return project, data_dir / ".cache" / project.name
+
+
+def _cmd_dissect(args: argparse.Namespace) -> None:
+    from seqvis.labels import cache_file, dissect_layer
+    from seqvis.progress import Progress
+
+    project, cache_dir = _open_token_project(args.project, args.data)
+    with project:
+        layers = (list(project.layers) if args.layers is None
+                  else [name.strip() for name in args.layers.split(",") if name.strip()])
+        unknown = [name for name in layers if name not in project.layers]
+        if unknown or not layers:
+            raise CliError(f"--layers: {', '.join(unknown) or 'none given'} not among the layers "
+                           f"({', '.join(project.layers)})")
+        concepts = args.concept or None
+        progress = Progress("dissect")
+        for name in layers:
+            search = dissect_layer(project, name, cache_dir, progress, concepts=concepts)
+            path = cache_file(project, name, cache_dir, concepts)
+            progress.finish(f"{name}: labels in {path} and {path.with_suffix('.csv').name}")
+            print(f"\nlayer {name}: {search.units} units, {search.tokens:,} tokens. Best unit per concept by IoU at "
+                  f"its best threshold, and by AP; 'base': the best any unit scores with the concepts shifted by "
+                  f"{search.shift:,} tokens")
+            print(f"{'concept':<32}{'tokens':>10}{'unit':>6}{'dir':>4}{'IoU':>7}{'base':>7}  "
+                  f"{'unit':>6}{'dir':>4}{'AP':>7}{'base':>7}")
+            for c, concept in enumerate(search.concepts):
+                by_iou, by_ap = search.best_units(c, 1, "iou")[0], search.best_units(c, 1, "ap")[0]
+                base_iou, base_ap = search.baseline_iou[..., c].max(), search.baseline_ap[..., c].max()
+                print(f"{concept[:31]:<32}{int(search.count[c]):>10,}"
+                      f"{by_iou.unit:>6}{by_iou.direction:>+4}{by_iou.iou:>7.3f}{base_iou:>7.3f}  "
+                      f"{by_ap.unit:>6}{by_ap.direction:>+4}{by_ap.ap:>7.3f}{base_ap:>7.3f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from seqvis.demo import DEMOS
 
@@ -86,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment", type=int, default=256, help="tokens per row and call (default: 256)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(run=_cmd_extract)
+
+    p = sub.add_parser("dissect", help="label units with the concepts they follow, and cache the labels")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--project", metavar="DIR|NAME",
+                        help="a token project: its folder, or its name in --data; concepts are its meta tracks")
+    p.add_argument("--data", default="data", help="projects folder to find --project NAME in (default: data)")
+    p.add_argument("--layers", metavar="A,B", help="layer names, comma-separated (default: all)")
+    p.add_argument("--concept", action="append", metavar="SPEC",
+                   help="a concept such as 'token_class=keyword' or 'bracket_depth>=2', repeatable "
+                        "(default: every value of each discrete meta track, >= 1, 2, 3 of integer scalar tracks)")
+    p.set_defaults(run=_cmd_dissect)
     return parser
 
 
