@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from core import search
+from seqvis import labels
 from seqvis.progress import Progress
 from seqvis.projects import Layer, MetaTrack, TokenProject
 
@@ -34,9 +35,7 @@ class Explorer:
     def __init__(self, project: TokenProject, cache_dir: Path):
         self.project = project
         self.cache_dir = Path(cache_dir)
-        self._indexes: dict[str, search.MatchIndex] = {}
-        self._index_builds: dict[str, tuple[threading.Thread, Progress]] = {}
-        self._lock = threading.Lock()
+        self._jobs = _Jobs()
 
     # -- lookups that name what is wrong -------------------------------------------------------------
     def layer(self, name: str) -> Layer:
@@ -173,45 +172,53 @@ class Explorer:
     def index(self, layer: Layer, *, wait: bool = False) -> search.MatchIndex | None:
         """The layer's match index if it is ready; otherwise start building it in the background (or, with
         `wait`, build it now) and return None (callers scan the states meanwhile)."""
-        with self._lock:
-            if layer.name in self._indexes:
-                return self._indexes[layer.name]
-            path = self.index_path(layer)
-            if path.exists():
-                try:
-                    self._indexes[layer.name] = search.MatchIndex.open(path, layer.dataset)
-                    return self._indexes[layer.name]
-                except search.StaleIndexError:
-                    pass                       # rebuilt below, replacing the stale file atomically
-            if layer.name not in self._index_builds:
-                progress = Progress(f"match index {self.project.name}/{layer.name}")
-                thread = threading.Thread(target=self._build_index, args=(layer, progress), daemon=True,
-                                          name=f"index-{layer.name}")
-                self._index_builds[layer.name] = (thread, progress)
-                thread.start()
-            thread = self._index_builds[layer.name][0]
-        if wait:
-            thread.join()
-            return self._indexes.get(layer.name)
-        return None
+        def load() -> search.MatchIndex | None:
+            try:
+                return search.MatchIndex.open(self.index_path(layer), layer.dataset)
+            except (FileNotFoundError, search.StaleIndexError):
+                return None                    # (re)built by `build`, replacing a stale file atomically
 
-    def _build_index(self, layer: Layer, progress: Progress) -> None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        index = search.MatchIndex.build(layer.dataset, self.index_path(layer), transform=layer.transform,
-                                        progress=progress)
-        with self._lock:
-            self._indexes[layer.name] = index
+        def build(progress: Progress) -> search.MatchIndex:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            return search.MatchIndex.build(layer.dataset, self.index_path(layer), transform=layer.transform,
+                                           progress=progress)
+
+        return self._jobs.result(("index", layer.name), f"match index {self.project.name}/{layer.name}", load,
+                                 build, wait=wait)
 
     def index_status(self, layer: Layer) -> dict:
         """"ready", or "building" with progress: the page says when a match scanned without the index."""
-        with self._lock:
-            if layer.name in self._indexes:
-                return {"status": "ready"}
-            build = self._index_builds.get(layer.name)
-        if build is None:
-            return {"status": "missing"}
-        thread, progress = build
-        return {"status": "building" if thread.is_alive() else "failed", "progress": progress.snapshot()}
+        return self._jobs.status(("index", layer.name))
+
+    # -- unit labels --------------------------------------------------------------------------------------
+    def labels(self, layer_name: str, *, by: str = "iou", wait: bool = False) -> dict:
+        """Each unit's best concept (IoU at the best threshold, AP, direction, shifted-label baseline) and each
+        concept's best unit, computed once per layer in the background (`status` says how far it is)."""
+        layer = self.layer(layer_name)
+        if by not in ("iou", "ap"):
+            raise ValueError(f"by: must be iou or ap, got {by!r}")
+        found = self._jobs.result(("labels", layer.name), f"unit labels {self.project.name}/{layer.name}",
+                                  lambda: labels.load_cached(self.project, layer, self.cache_dir),
+                                  lambda progress: labels.dissect_layer(self.project, layer, self.cache_dir, progress),
+                                  wait=wait)
+        answer = {"layer": layer.name, **self._jobs.status(("labels", layer.name))}
+        if found is None:
+            return answer
+        table = labels.summary(found, per_unit=1, by=by)
+        return answer | table | {"units": [best for [best] in table["units"]]}
+
+    def unit(self, layer_name: str, unit: int, *, k: int = 10) -> dict:
+        """One unit: its best concepts (when the layer's labels are ready) and its top contexts in both directions."""
+        layer = self.layer(layer_name)
+        self.check_units(layer, [unit])
+        found = self._jobs.result(("labels", layer.name), "", lambda: labels.load_cached(self.project, layer,
+                                                                                          self.cache_dir))
+        return {
+            "layer": layer.name, "unit": unit,
+            "labels": [] if found is None else [vars(record) for record in found.unit_labels(unit, 5)],
+            "top": labels.top_contexts(self.project, layer, unit, k),
+            "bottom": labels.top_contexts(self.project, layer, unit, k, direction=-1),
+        }
 
     # -- text search -----------------------------------------------------------------------------------
     def search_text(self, query: str, *, regex: bool = False, limit: int = 100,
@@ -248,6 +255,61 @@ class Explorer:
         """Character vocabularies join without spaces (a few multi-character entries like <unk> aside)."""
         vocab = self.project.vocab
         return sum(len(word) <= 1 for word in vocab) >= 0.9 * len(vocab)
+
+
+class _Jobs:
+    """Results computed once in the background (match indexes, unit labels), each loaded from the cache when
+    it is there, with the progress of the ones under way."""
+
+    def __init__(self):
+        self._done: dict[tuple, object] = {}
+        self._running: dict[tuple, tuple[threading.Thread, Progress]] = {}
+        self._errors: dict[tuple, str] = {}
+        self._lock = threading.Lock()
+
+    def result(self, key: tuple, label: str, load, build=None, *, wait: bool = False):
+        """The result for `key`: kept, or `load()`ed from the cache; else None, and (given `build`) building it
+        starts in the background; `wait` waits for it."""
+        with self._lock:
+            if key in self._done:
+                return self._done[key]
+            found = load()
+            if found is not None:
+                self._done[key] = found
+                return found
+            if build is None:
+                return None
+            if key not in self._running:
+                progress = Progress(label)
+                thread = threading.Thread(target=self._run, args=(key, build, progress), daemon=True, name=label)
+                self._running[key] = (thread, progress)
+                thread.start()
+            thread = self._running[key][0]
+        if wait:
+            thread.join()
+        return self._done.get(key)
+
+    def _run(self, key: tuple, build, progress: Progress) -> None:
+        try:
+            result = build(progress)
+        except Exception as error:  # reported through `status`; the server goes on
+            self._errors[key] = f"{type(error).__name__}: {error}"
+            raise
+        with self._lock:
+            self._done[key] = result
+
+    def status(self, key: tuple) -> dict:
+        """{"status": "ready" | "building" (with progress) | "failed" (with the error) | "missing"}."""
+        with self._lock:
+            if key in self._done:
+                return {"status": "ready"}
+            running = self._running.get(key)
+        if running is None:
+            return {"status": "missing"}
+        thread, progress = running
+        if thread.is_alive():
+            return {"status": "building", "progress": progress.snapshot()}
+        return {"status": "failed", "error": self._errors.get(key, "stopped")}
 
 
 def _join(words: list[str], separator: str) -> tuple[str, np.ndarray]:

@@ -178,7 +178,10 @@ def test_brush_select_match_jump_and_reload(live_server, page, demo, console_err
     assert (plot.min(axis=1) < 240).mean() > 0.05
     assert len(np.unique(plot, axis=0)) > 20
     assert page.locator("#error").is_hidden()
-    assert "No unit labels" in page.inner_text("#labels-status")
+    # The layer's labels are computed in the background on the first visit; the page polls until they are there.
+    page.wait_for_function("document.getElementById('labels-status').textContent.includes('units labelled')",
+                           timeout=60_000)
+    assert page.locator("#units li .badge").count() > 0
     assert page.js_errors == [] and console_errors == []
 
 
@@ -271,7 +274,7 @@ def test_unit_labels_show_as_badges(live_server, page, demo):
     b0, units = find_brush(live_server, demo, 110, 140)
     labels = {"layer": demo["layer"], "units": [
         {"unit": unit, "label": "inside string", "category": "token", "iou": 0.42 if i else 0.01, "ap": 0.7,
-         "direction": "positive", "baseline_iou": 0.05} for i, unit in enumerate(units)]}
+         "direction": 1, "baseline_iou": 0.05} for i, unit in enumerate(units)]}
     page.route("**/labels?*", lambda route: route.fulfill(json=labels))
     open_view(page, live_server, f"project={demo['name']}&size={SIZE}&pos=100&b0={b0}&b1={b0 + 3}")
     page.locator("#units li .badge").first.wait_for(timeout=10_000)

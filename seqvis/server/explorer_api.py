@@ -56,3 +56,18 @@ def match(project: str):
         phrase_length=params.integer("phrase_length", 0, lo=0, hi=1000),
         constrain=(params.choice("left", ["0", "1"], "0") == "1", params.choice("right", ["0", "1"], "0") == "1"),
         top=params.integer("top", 50, lo=1, hi=500)))
+
+
+@blueprint.get("/labels")
+def unit_labels(project: str):
+    """Each unit's best concept of the project's meta tracks (IoU at the best threshold or AP, direction,
+    shifted-label baseline) and each concept's best unit; computed once per layer in the background: while
+    `status` is "building" the answer has its progress and no units yet."""
+    return jsonify(explorer(project).labels(params.string("layer"), by=params.choice("by", ["iou", "ap"], "iou")))
+
+
+@blueprint.get("/unit")
+def unit(project: str):
+    """One unit: its best concepts and the contexts where it is highest and lowest."""
+    return jsonify(explorer(project).unit(params.string("layer"), params.integer("unit"),
+                                          k=params.integer("k", 10, lo=1, hi=100)))

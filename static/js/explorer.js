@@ -249,17 +249,26 @@ function renderMatch() {
 }
 
 // Load the layer's unit labels (concept badges), or say that it has none. The page does not wait for them: the
-// server may compute them the first time they are asked for; a failure shows in #error.
+// server computes them in the background the first time they are asked for, and the page asks again until they
+// are ready; a failure shows in #error.
+const LABELS_POLL_MS = 2000;
+
 function loadLabels() {
   const { layer } = page.view;
   const status = $("labels-status");
   page.labels = new Map();
   status.textContent = "Loading unit labels…";
   status.title = "";
-  page.service.labels(layer).then(({ labels, missing }) => {
+  page.service.labels(layer).then(({ labels, missing, building }) => {
     if (layer !== page.view.layer) return;
+    if (building) {
+      const done = building.fraction != null ? ` ${Math.round(100 * building.fraction)}%` : "";
+      status.textContent = `Computing unit labels for layer ${layer}…${done}`;
+      setTimeout(() => { if (layer === page.view.layer) loadLabels(); }, LABELS_POLL_MS);
+      return;
+    }
     page.labels = labels;
-    status.textContent = missing ? `No unit labels for layer ${layer} (seqvis dissect writes them).`
+    status.textContent = missing ? `No unit labels for layer ${layer}: ${missing}`
       : `Badges: each unit's best concept and its IoU (${formatCount(labels.size)} units labelled).`;
     status.title = missing ?? "";
     renderSelection();

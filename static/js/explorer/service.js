@@ -62,8 +62,8 @@ export class ExplorerService {
   }
 
   // Each unit's best concept label: {labels: Map unit -> {label, category, iou, ap, direction, baseline_iou},
-  // missing}. Labels are an optional extra of a project: where the server has none for the layer (a 404 or a
-  // 400) the map is empty and `missing` says why.
+  // missing, building}. While the server computes them, `building` holds its progress ({fraction, ...}); where
+  // it cannot label the layer (a 404 or a 400, or a failed computation) the map is empty and `missing` says why.
   async labels(layer) {
     let answer;
     try {
@@ -72,6 +72,8 @@ export class ExplorerService {
       if (error.status === 404 || error.status === 400) return { labels: new Map(), missing: error.message };
       throw error;
     }
+    if (answer.status === "building") return { labels: new Map(), missing: null, building: answer.progress ?? {} };
+    if (answer.status === "failed") return { labels: new Map(), missing: answer.error };
     const units = (answer.units ?? []).filter((entry) => entry?.label);
     return { labels: new Map(units.map((entry) => [entry.unit, entry])), missing: null };
   }
