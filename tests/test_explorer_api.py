@@ -173,3 +173,31 @@ def test_context_over_http_on_waitress(app):
         assert len(data["states"]) == 12 and len(data["states"][0]) == 200
     finally:
         server.close()
+
+
+def test_labels_are_computed_once_in_the_background_and_name_the_planted_concept(data_dir):
+    """Unit 3 of the toy project is planted to follow `depth >= 2`; its label says so, above the baseline."""
+    with h5py.File(data_dir / "toy" / "meta.h5", "r") as f:
+        depth = f["depth"][...]
+    with h5py.File(data_dir / "toy" / "states.h5", "r+") as f:
+        states = f["rnn.l0.h"][...]
+        states[:, 3] = np.where(depth >= 2, 1.5, -1.5) + 0.1 * np.random.default_rng(0).standard_normal(len(depth))
+        f["rnn.l0.h"][...] = states
+    app = create_app({"DATA_DIR": str(data_dir)})
+    client = app.test_client()
+    first = get(client, "/api/explorer/toy/labels", layer="rnn.l0.h")
+    assert first["status"] in ("building", "ready")
+    app.extensions["workspace"].service("toy", Explorer).labels("rnn.l0.h", wait=True)
+    data = get(client, "/api/explorer/toy/labels", layer="rnn.l0.h")
+    assert data["status"] == "ready" and len(data["units"]) == 8
+    label = data["units"][3]
+    assert (label["label"], label["direction"], label["iou"]) == ("depth>=2", 1, 1.0)
+    assert label["baseline_iou"] < 0.7
+    best = {concept["label"]: concept["unit"] for concept in data["concepts"]}
+    assert best["depth>=2"] == 3
+    unit = get(client, "/api/explorer/toy/unit", layer="rnn.l0.h", unit=3, k=4)
+    assert unit["labels"][0]["label"] == "depth>=2" and len(unit["top"]) == 4
+    assert all(depth[context["position"]] >= 2 for context in unit["top"])
+    assert all(depth[context["position"]] < 2 for context in unit["bottom"])
+    assert get(client, "/api/explorer/toy/unit", 400, layer="rnn.l0.h", unit=8)["error"]["message"].startswith("units")
+    assert "by" in get(client, "/api/explorer/toy/labels", 400, layer="rnn.l0.h", by="f1")["error"]["message"]
