@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -24,14 +25,17 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         build_demo(name, Path(args.data), tiny=args.tiny, overwrite=args.overwrite)
 
 
-def _cmd_extract(args: argparse.Namespace) -> None:
-    import os
+def _working_folder_importable() -> None:
+    """`seqvis` runs from a script folder; users' model modules usually live in the working one."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
+
+def _cmd_extract(args: argparse.Namespace) -> None:
     from seqvis.extract import extract_corpus
     from seqvis.progress import Progress
 
-    if os.getcwd() not in sys.path:  # `seqvis` runs from a script folder; models usually live in the working one
-        sys.path.insert(0, os.getcwd())
+    _working_folder_importable()
     layers = [layer.strip() for layer in args.layers.split(",") if layer.strip()]
     if not layers:
         raise CliError("--layers names no layer (give dotted module names separated by commas)")
@@ -71,6 +75,34 @@ def _open_token_project(name: str, data: str):
 
 
 def _cmd_dissect(args: argparse.Namespace) -> None:
+    if args.model:
+        _dissect_model(args)
+    else:
+        _dissect_tokens(args)
+
+
+def _dissect_model(args: argparse.Namespace) -> None:
+    from seqvis.progress import Progress
+    from seqvis.units import dissect_project
+
+    missing = [flag for flag in ("layers", "dataset", "out") if getattr(args, flag) is None]
+    if missing:
+        raise CliError(f"--model needs {', '.join('--' + flag for flag in missing)}")
+    layers = [layer.strip() for layer in args.layers.split(",") if layer.strip()]
+    if not layers:
+        raise CliError("--layers names no layer (give dotted module names separated by commas)")
+    _working_folder_importable()
+    progress = Progress("dissect")
+    try:
+        out = dissect_project(args.out, model=args.model, weights=args.weights, layers=layers, dataset=args.dataset,
+                              quantile=args.quantile, union=args.union, signed=args.signed,
+                              batch_size=args.batch_size, name=args.name, overwrite=args.overwrite, progress=progress)
+    except OSError as error:
+        raise CliError(str(error)) from None
+    progress.finish(f"wrote {out}")
+
+
+def _dissect_tokens(args: argparse.Namespace) -> None:
     from seqvis.labels import cache_file, dissect_layer
     from seqvis.progress import Progress
 
@@ -146,11 +178,25 @@ def build_parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--project", metavar="DIR|NAME",
                         help="a token project: its folder, or its name in --data; concepts are its meta tracks")
+    source.add_argument("--model", metavar="PKG.MOD:FACTORY",
+                        help="a CNN: factory returning the nn.Module, model(images [n, 3, h, w] in [0, 1]) is called; "
+                             "needs --layers, --dataset and --out")
     p.add_argument("--data", default="data", help="projects folder to find --project NAME in (default: data)")
     p.add_argument("--layers", metavar="A,B", help="layer names, comma-separated (default: all)")
     p.add_argument("--concept", action="append", metavar="SPEC",
                    help="a concept such as 'token_class=keyword' or 'bracket_depth>=2', repeatable "
                         "(default: every value of each discrete meta track, >= 1, 2, 3 of integer scalar tracks)")
+    cnn = p.add_argument_group("with --model (a CNN over a Broden-layout dataset, written as a units project)")
+    cnn.add_argument("--weights", metavar="FILE", help="state dict saved with torch.save(model.state_dict(), FILE)")
+    cnn.add_argument("--dataset", metavar="DIR", help="Broden-layout folder (index.csv, category.csv, label.csv, ...)")
+    cnn.add_argument("--quantile", type=float, default=0.005, help="top quantile of each unit that is on (default 0.005)")
+    cnn.add_argument("--union", choices=["category", "plain"], default="category",
+                     help="IoU union: NetDissect-Lite's per-category (default) or over every image (PNAS)")
+    cnn.add_argument("--signed", action="store_true", help="also score -activation (units that fire by going low)")
+    cnn.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    cnn.add_argument("--out", metavar="DIR", help="units project folder to write")
+    cnn.add_argument("--name", help="project name (default: the folder name)")
+    cnn.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.set_defaults(run=_cmd_dissect)
     return parser
 

@@ -24,6 +24,7 @@ def _module(name: str) -> Builder:
 
 DEMOS: dict[str, Builder] = {
     "explorer": _module("seqvis.demo.explorer"),
+    "units": _module("seqvis.demo.units"),
     "translate": _module("seqvis.demo.translate"),
 }
 
