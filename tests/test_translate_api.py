@@ -12,6 +12,7 @@ import yaml
 from seqvis.demo import translate as demo
 from seqvis.progress import Progress
 from seqvis.server import create_app
+from seqvis.translate.service import Translator
 from seqvis.vocab import write_dict
 from tests.conftest import make_token_project
 from tests.test_translate import GruAdapter, GruModel, one_thread  # noqa: F401 (a fixture)
@@ -329,3 +330,35 @@ def test_a_project_without_training_states_says_so(client):
     answer = client.get("/api/translate/gru/neighbours", query_string={"source": "a b", "side": "encoder",
                                                                        "position": 0})
     assert answer.status_code == 404 and "stores no training states" in answer.get_json()["error"]["message"]
+
+
+def test_token_concepts_of_a_conversion_task():
+    from seqvis.translate.labels import token_concepts
+
+    words = ["Tuesday", ",", "March", "5", ",", "2024", "mardi", "5", "mars", "2024"]
+    positions, lengths = np.array([0, 1, 2, 3, 4, 5, 0, 1, 2, 3]), np.array([6] * 6 + [4] * 4)
+    names, categories, of, masks = token_concepts(words, positions, lengths)
+    concept = {name: masks[:, i] for i, name in enumerate(names)}
+    assert categories == ["word class", "word", "position"]
+    assert concept["digits"].tolist() == [w.isdigit() for w in words]
+    assert np.flatnonzero(concept["month name"]).tolist() == [2, 8]
+    assert np.flatnonzero(concept["weekday name"]).tolist() == [0, 6]
+    assert np.flatnonzero(concept["punctuation"]).tolist() == [1, 4]
+    assert np.flatnonzero(concept["position last"]).tolist() == [5, 9]
+    assert np.flatnonzero(concept["'2024'"]).tolist() == [5, 9]
+    assert [categories[of[names.index(n)]] for n in ("digits", "'2024'", "position =0")] == categories
+
+
+@pytest.mark.parametrize("side", ["encoder", "decoder"])
+def test_unit_labels_of_both_sides(client, data, side):
+    app_translator = client.application.extensions["workspace"].service("dates", Translator)
+    app_translator.labels(side, wait=True)
+    labels = ok(client.get(f"/api/translate/dates/labels?side={side}&by=ap"))
+    dims = app_translator.training.file[f"{side}/states"].shape[1]
+    assert labels["status"] == "ready" and labels["ranked_by"] == "ap" and len(labels["units"]) == dims
+    named = {concept["label"] for concept in labels["concepts"]}
+    assert {"digits", "month name", "position =0", "position last"} <= named
+    best = labels["units"][0][0]
+    assert {"unit", "label", "category", "iou", "ap", "direction", "baseline_iou"} <= set(best)
+    assert client.get("/api/translate/dates/labels?side=middle").status_code == 400
+    assert client.get("/api/translate/gru/labels?side=encoder").status_code == 404

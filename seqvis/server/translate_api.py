@@ -1,4 +1,4 @@
-"""Translation debugger routes: /api/translate/<project>/{info,translate,whatif,substitutes,neighbours}."""
+"""Translation debugger routes: /api/translate/<project>/{info,translate,whatif,substitutes,neighbours,labels}."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
@@ -124,3 +124,11 @@ def neighbours(project: str):
         params.string("source", max_length=2000), params.choice("side", list(SIDES)), params.integer("position", lo=0),
         target=params.string("target", None, max_length=2000), attention=edits,
         k=params.integer("k", 20, lo=1, hi=100)))
+
+
+@blueprint.get("/labels")
+def unit_labels(project: str):
+    """Each encoder or decoder unit's best token concept of the training set (word class, frequent word,
+    position) with IoU, AP, direction and baseline; computed once per side in the background (`status`)."""
+    return jsonify(translator(project).labels(params.choice("side", list(SIDES)),
+                                              by=params.choice("by", ["iou", "ap"], "iou")))

@@ -16,9 +16,12 @@ import h5py
 import numpy as np
 
 from core.neighbours import NeighbourIndex
+from seqvis.jobs import Jobs
+from seqvis.labels import summary
 from seqvis.progress import Progress
 from seqvis.projects import ProjectError, Seq2SeqProject
 from seqvis.translate.adapter import Seq2SeqAdapter
+from seqvis.translate.labels import side_labels
 from seqvis.translate.decode import (Node, Translation, embedding_neighbours, greedy, search, source_ids, target_ids,
                                      what_if)
 
@@ -106,6 +109,16 @@ class TrainingStates:
         return (self.file[f"{side}/sentence"][unique][inverse].astype(np.int64),
                 self.file[f"{side}/position"][unique][inverse].astype(np.int64))
 
+    def token_words(self, side: str, vocab: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """For every row of one side's states: its word (the source word read, or the target word predicted), its
+        position and its sentence's length."""
+        words = "source" if side == "encoder" else "target"
+        pairs, positions = self.file[f"{side}/sentence"][:].astype(np.int64), self.file[f"{side}/position"][:]
+        offsets = self.offsets[words]
+        ids = self.file[f"sentences/{words}"][:][offsets[pairs] + positions]
+        return ([vocab[i] if 0 <= i < len(vocab) else "?" for i in ids.tolist()], positions,
+                (offsets[pairs + 1] - offsets[pairs]))
+
     def pair(self, pair: int) -> tuple[np.ndarray, np.ndarray]:
         """The source and target word ids of training pair `pair`."""
         return tuple(self.file[f"sentences/{side}"][self.offsets[side][pair]:self.offsets[side][pair + 1]]
@@ -120,6 +133,7 @@ class Translator:
     def __init__(self, project: Seq2SeqProject, cache_dir: Path):
         self.project, self.cache_dir = project, Path(cache_dir)
         self.adapter = load_adapter(project)
+        self._jobs = Jobs()
 
     @cached_property
     def has_attention(self) -> bool:
@@ -208,6 +222,24 @@ class Translator:
         return {"side": side, "position": position, "tokens": tokens, "xy": _round(trajectory[position]),
                 "trajectory": _round(trajectory), "neighbours": found,
                 "map": {"states": index.size, "points": _round(index.coordinates[background])}}
+
+    def labels(self, side: str, *, by: str = "iou", wait: bool = False) -> dict:
+        """Each encoder or decoder unit's best token concept of the training set (digits, month name, a frequent
+        word, a position, ...: `seqvis.translate.labels`), computed once per side in the background."""
+        if side not in SIDES:
+            raise ValueError(f"side: must be one of {', '.join(SIDES)}, got {side!r}")
+        if by not in ("iou", "ap"):
+            raise ValueError(f"by: must be iou or ap, got {by!r}")
+        training = self.training
+        found = self._jobs.result(
+            ("labels", side), f"unit labels {self.project.name}/{side}", lambda: None,
+            lambda progress: side_labels(training, side, self.adapter.source_vocab, self.adapter.target_vocab,
+                                         self.cache_dir, progress), wait=wait)
+        answer = {"side": side, **self._jobs.status(("labels", side))}
+        if found is None:
+            return answer
+        table = summary(found, per_unit=3, by=by)
+        return answer | table
 
     def sentence_states(self, source: str, side: str, target: str | None,
                         attention: Mapping[int, Sequence[float]] | None) -> tuple[np.ndarray, list[str]]:
