@@ -159,6 +159,16 @@ def test_bad_input_is_a_4xx_naming_the_problem(client, path, query, status, name
     assert named in error["message"] and error["code"]
 
 
+def test_a_project_of_another_kind_is_refused(data_dir):
+    (data_dir / "words").mkdir()
+    (data_dir / "words" / "model.pt").write_bytes(b"")
+    (data_dir / "words" / "seqvis.yml").write_text(
+        "seqvis: 1\nkind: seq2seq\nname: words\nmodel: {factory: 'pkg.mod:make', weights: model.pt}\n")
+    client = create_app({"DATA_DIR": str(data_dir)}).test_client()
+    error = get(client, "/api/explorer/words/context", 400, layer="x", start=0, stop=1)["error"]
+    assert error == {"code": "wrong_kind", "message": "project 'words' is a seq2seq project, not tokens"}
+
+
 def test_a_broken_project_is_not_served(client):
     error = get(client, "/api/explorer/broken/context", 404, layer="x", start=0, stop=1)["error"]
     assert error["code"] == "unknown_project"

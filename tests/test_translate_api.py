@@ -233,7 +233,7 @@ def test_bad_requests_around_the_routes(client):
     answer = client.get("/api/translate/nope/translate", query_string={"source": SOURCE})
     assert answer.status_code == 404 and answer.get_json()["error"]["code"] == "unknown_project"
     answer = client.get("/api/translate/toy/translate", query_string={"source": SOURCE})
-    assert answer.status_code == 400 and "not a seq2seq project" in answer.get_json()["error"]["message"]
+    assert answer.status_code == 400 and "is a tokens project, not seq2seq" in answer.get_json()["error"]["message"]
     answer = client.get("/api/translate/dates/substitutes", query_string={"source": SOURCE, "position": 9})
     assert answer.status_code == 400 and "position: 9 is not a source position" in answer.get_json()["error"]["message"]
     answer = client.get("/api/translate/gru/substitutes", query_string={"source": "a b", "position": 0, "k": 500})

@@ -5,19 +5,13 @@ from flask import Blueprint, jsonify
 
 from seqvis.explorer import Explorer
 from seqvis.server import params
-from seqvis.server.errors import ApiError, not_found
-from seqvis.server.projects_api import workspace
+from seqvis.server.projects_api import service
 
 blueprint = Blueprint("explorer", __name__, url_prefix="/api/explorer/<project>")
 
 
 def explorer(project: str) -> Explorer:
-    service = workspace().service(project, Explorer)
-    if service is None:
-        if workspace().get(project) is None:
-            raise not_found("project", project)
-        raise ApiError(400, "wrong_kind", f"project {project!r} is not a token-states project")
-    return service
+    return service(project, Explorer)
 
 
 @blueprint.get("/context")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from seqvis.server.errors import not_found
+from seqvis.server.errors import ApiError, not_found
 
 blueprint = Blueprint("projects", __name__)
 
@@ -18,6 +18,16 @@ def project_or_404(name: str):
     if project is None:
         raise not_found("project", name)
     return project
+
+
+def service(name: str, service_class: type):
+    """The `service_class` service (Explorer, Translator, Units) of project `name`: a 404 for an unknown project,
+    a 400 for a project of another kind."""
+    found = workspace().service(name, service_class)
+    if found is None:
+        project = project_or_404(name)
+        raise ApiError(400, "wrong_kind", f"project {name!r} is a {project.kind} project, not {service_class.kind}")
+    return found
 
 
 @blueprint.get("/api/projects")

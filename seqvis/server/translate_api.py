@@ -4,8 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from seqvis.server import params
-from seqvis.server.errors import ApiError, bad_request, not_found
-from seqvis.server.projects_api import workspace
+from seqvis.server.errors import ApiError, bad_request
+from seqvis.server.projects_api import service
 from seqvis.translate.service import SIDES, Translator
 
 blueprint = Blueprint("translate", __name__, url_prefix="/api/translate/<project>")
@@ -14,12 +14,7 @@ MAX_BEAM, MAX_TOP_K, MAX_LENGTH = 20, 50, 200
 
 
 def translator(project: str) -> Translator:
-    service = workspace().service(project, Translator)
-    if service is None:
-        if workspace().get(project) is None:
-            raise not_found("project", project)
-        raise ApiError(400, "wrong_kind", f"project {project!r} is not a seq2seq project")
-    return service
+    return service(project, Translator)
 
 
 def decoding_options() -> dict:
