@@ -6,7 +6,8 @@ alphabet (tab, newline, printable ASCII; anything else is "<unk>"), so `factory(
 data: `seqvis extract --model seqvis.demo.explorer:factory --weights <project>/model.pt --vocab
 <project>/vocab.dict ...` runs the trained model over any text. The project holds the states of both
 layers (h and c) over the held-out files, followed by training files when those are too short, with
-per-character meta tracks from Python's tokenize (see `seqvis.demo.pytokens`).
+discrete per-character meta tracks from Python's tokenize (see `seqvis.demo.pytokens`). Files that
+tokenize rejects are left out of the states (none in CPython 3.11's stdlib); they still train the model.
 """
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ WEIGHTS_FILE = "model.pt"
 
 @dataclass(frozen=True)
 class Plan:
-    """The sizes of one build: model, training (stops at `steps` or after `seconds`), corpora, torch threads."""
+    """The sizes of one build: model, training (stops at `steps` or after `seconds` of wall-clock time, sized so
+    that the whole build fits its budget on `threads` otherwise idle cores), corpora, torch threads."""
 
     embedding: int
     hidden: int
@@ -51,9 +53,9 @@ class Plan:
     threads: int
 
 
-FULL = Plan(embedding=64, hidden=256, layers=2, batch=32, bptt=128, steps=2400, seconds=420.0, learning_rate=3e-3,
+FULL = Plan(embedding=64, hidden=256, layers=2, batch=32, bptt=128, steps=2400, seconds=400.0, learning_rate=6e-3,
             clip=1.0, train_chars=None, validation_chars=None, state_chars=1_000_000, threads=2)
-TINY = Plan(embedding=16, hidden=32, layers=2, batch=16, bptt=64, steps=300, seconds=20.0, learning_rate=1e-2,
+TINY = Plan(embedding=16, hidden=32, layers=2, batch=16, bptt=64, steps=300, seconds=120.0, learning_rate=1e-2,
             clip=1.0, train_chars=200_000, validation_chars=20_000, state_chars=20_000, threads=1)
 
 
@@ -130,7 +132,7 @@ def train(model: CharLSTM, ids: np.ndarray, plan: Plan, progress: Progress) -> d
     """Truncated BPTT over `plan.batch` parallel streams of `ids` with Adam, clipping and a cosine learning rate.
 
     The state is carried (detached) from one batch to the next. Stops after `plan.steps` steps or
-    `plan.seconds`, whichever comes first; the schedule and the progress (in steps) follow whichever is nearer.
+    `plan.seconds`, whichever comes first; the learning rate schedule follows whichever is nearer.
     """
     streams = torch.from_numpy(ids[:len(ids) // plan.batch * plan.batch].astype(np.int64)).view(plan.batch, -1)
     if streams.shape[1] <= plan.bptt:
@@ -139,12 +141,10 @@ def train(model: CharLSTM, ids: np.ndarray, plan: Plan, progress: Progress) -> d
     optimizer = torch.optim.Adam(model.parameters(), lr=plan.learning_rate)
     model.train()
     losses: list[float] = []
-    state, position, reported, started = None, 0, 0, time.monotonic()
-    progress.start("train", plan.steps)
+    state, position, started, cpu = None, 0, time.monotonic(), time.process_time()
+    progress.start(f"train (steps; stops after {plan.seconds:.0f} s)", plan.steps)
     for step in range(plan.steps):
         done = max(step / plan.steps, (time.monotonic() - started) / plan.seconds)
-        progress.update(int(done * plan.steps) - reported)
-        reported = int(done * plan.steps)
         if done >= 1:
             break
         for group in optimizer.param_groups:
@@ -161,14 +161,17 @@ def train(model: CharLSTM, ids: np.ndarray, plan: Plan, progress: Progress) -> d
         optimizer.step()
         losses.append(loss.item() / math.log(2))
         position += plan.bptt
+        progress.update(1)
     seconds = time.monotonic() - started
-    curve = [round(float(np.mean(part)), 4) for part in np.array_split(losses, min(20, len(losses)))]
-    return {"steps": len(losses), "seconds": round(seconds, 1), "stopped_by": "steps" if len(losses) == plan.steps
-            else "time", "chars_seen": len(losses) * plan.batch * plan.bptt, "loss_bits_per_char": curve}
+    curve = [round(float(np.mean(part)), 4) for part in np.array_split(losses, min(20, len(losses)))] if losses else []
+    return {"steps": len(losses), "seconds": round(seconds, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
+            "stopped_by": "steps" if len(losses) == plan.steps else "time",
+            "chars_seen": len(losses) * plan.batch * plan.bptt, "loss_bits_per_char": curve}
 
 
 @torch.no_grad()
-def bits_per_char(model: CharLSTM, ids: np.ndarray, *, streams: int = 64, window: int = 512) -> float:
+def bits_per_char(model: CharLSTM, ids: np.ndarray, *, streams: int = 64, window: int = 512,
+                  progress: Progress | None = None) -> float:
     """Mean next-character loss in bits over `ids`, read as `streams` parallel runs that carry their state."""
     length = (len(ids) - 1) // streams
     if length < 1:
@@ -176,26 +179,41 @@ def bits_per_char(model: CharLSTM, ids: np.ndarray, *, streams: int = 64, window
     ids = torch.from_numpy(ids.astype(np.int64))
     inputs = ids[:streams * length].view(streams, length)
     targets = ids[1:streams * length + 1].view(streams, length)
+    if progress is not None:
+        progress.start("validate", streams * length)
     model.eval()
     total, state = 0.0, None
     for start in range(0, length, window):
         logits, state = model(inputs[:, start:start + window], state)
         total += nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                              targets[:, start:start + window].reshape(-1), reduction="sum").item()
+        if progress is not None:
+            progress.update(streams * logits.shape[1])
     return total / (streams * length) / math.log(2)
 
 
-def annotate(files: list[tuple[str, str]], corpus: StdlibCorpus, progress: Progress
-             ) -> tuple[dict[str, np.ndarray], int]:
-    """Concatenated pytokens tracks of (name, text) files, each tokenized as its whole source; and how many failed."""
-    progress.start("annotate with tokenize", len(files))
-    parts, unparsed = [], 0
-    for name, text in files:
-        tracks = pytokens.char_tracks(corpus.sources[name])
-        unparsed += pytokens.is_unparsed(tracks)
+def annotate(corpus: StdlibCorpus, names: list[str], chars: int | None, progress: Progress
+             ) -> tuple[list[tuple[str, str]], dict[str, np.ndarray], list[str]]:
+    """The first files of `names` that tokenize accepts, holding `chars` characters, cut as `StdlibCorpus.take`
+    cuts; their pytokens tracks concatenated (each file tokenized whole); and the names skipped as unparsable."""
+    progress.start("annotate with tokenize", chars)
+    files, parts, skipped, total = [], [], [], 0
+    for name in names:
+        if chars is not None and total >= chars:
+            break
+        try:
+            tracks = pytokens.char_tracks(corpus.sources[name])
+        except pytokens.UnparsableSource:
+            skipped.append(name)
+            continue
+        [(_, text)] = corpus.take([name], None if chars is None else chars - total)
+        files.append((name, text))
         parts.append({track: values[:len(text)] for track, values in tracks.items()})
-        progress.update(1)
-    return {track: np.concatenate([part[track] for part in parts]) for track in pytokens.TRACKS}, unparsed
+        total += len(text)
+        progress.update(len(text))
+    if not files:
+        raise ValueError(f"none of the {len(names)} files given could be tokenized")
+    return files, {track: np.concatenate([part[track] for part in parts]) for track in pytokens.TRACKS}, skipped
 
 
 def build(out_dir: Path, progress: Progress, tiny: bool) -> None:
@@ -217,22 +235,22 @@ def _build(out_dir: Path, progress: Progress, plan: Plan, factory_name: str) -> 
     train_ids = tokenizer.encode("".join(text for _, text in corpus.take(corpus.training, plan.train_chars)))
     model = CharLSTM.of_plan(plan)
     training = train(model, train_ids, plan, progress)
-    progress.start("validate")
     validation = corpus.take(corpus.held_out, plan.validation_chars)
     validation_ids = tokenizer.encode("".join(text for _, text in validation))
-    bits = bits_per_char(model, validation_ids)
+    bits = bits_per_char(model, validation_ids, progress=progress)
 
-    states = corpus.take(corpus.held_out + corpus.training, plan.state_chars)
-    tracks, unparsed = annotate(states, corpus, progress)
+    states, tracks, unparsable = annotate(corpus, corpus.held_out + corpus.training, plan.state_chars, progress)
     lengths = np.array([len(text) for _, text in states])
     held_out = len({name for name, _ in states} & set(corpus.held_out))
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     then = f", then {len(states) - held_out} training files" if len(states) > held_out else ""
-    description = (f"A character-level LSTM ({plan.layers} x {plan.hidden}) trained for {training['seconds'] / 60:.1f} "
-                   f"minutes on {len(train_ids) / 1e6:.1f} M characters of the Python {python} standard library; "
-                   f"{bits:.2f} bits per character on {len(validation_ids) / 1e6:.2f} M held-out characters. States "
-                   f"of {int(lengths.sum()):,} characters ({held_out} held-out files{then}), annotated with Python's "
-                   f"tokenize.")
+    left_out = f"; {len(unparsable)} files tokenize rejects left out" if unparsable else ""
+    description = (f"A character-level LSTM ({plan.layers} x {plan.hidden}) trained on the Python {python} standard "
+                   f"library ({len(train_ids) / 1e6:.1f} M characters; {training['chars_seen'] / 1e6:.1f} M seen in "
+                   f"{training['seconds'] / 60:.1f} minutes): {bits:.2f} bits per character on "
+                   f"{len(validation_ids) / 1e6:.2f} M characters of held-out files. States of "
+                   f"{int(lengths.sum()):,} characters ({held_out} held-out files{then}{left_out}) with meta tracks "
+                   f"from Python's tokenize.")
     extra = {
         "validation": {"bits_per_char": round(bits, 4), "chars": len(validation_ids), "files": len(validation)},
         "training": {**training, "batch": plan.batch, "bptt": plan.bptt, "learning_rate": plan.learning_rate,
@@ -242,7 +260,7 @@ def _build(out_dir: Path, progress: Progress, plan: Plan, factory_name: str) -> 
                    "held_out": f"every {HELD_OUT_EVERY}th file in path order, from the first",
                    "train_chars": len(train_ids), "unk_fraction": round(float(np.mean(train_ids == 0)), 7)},
         "states_corpus": {"chars": int(lengths.sum()), "held_out_files": held_out,
-                          "training_files": len(states) - held_out, "unparsed_files": unparsed,
+                          "training_files": len(states) - held_out, "unparsable_skipped": unparsable,
                           "last_file_cut": len(states[-1][1]) < len(corpus.sources[states[-1][0]]),
                           "files": [name for name, _ in states]},
         "model": {"factory": f"{__name__}:{factory_name}", "weights": WEIGHTS_FILE, "embedding": plan.embedding,

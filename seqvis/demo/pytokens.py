@@ -1,6 +1,6 @@
 """Per-character annotation tracks of Python source, read from Python's own `tokenize` module.
 
-`char_tracks(source)` gives one value per character for each track:
+`char_tracks(source)` gives one int32 value per character for each track in `TRACKS`:
 
 - `token_class`: index into `TOKEN_CLASSES`. "keyword" is a hard keyword (`keyword.iskeyword`; soft keywords
   such as `match` are names); "string" is a whole literal, prefix and quotes included, and an f-string
@@ -17,8 +17,9 @@
 - `column`: the character's position in its line, counted from 0 (a newline gets its line's length).
 
 Source that tokenize rejects (unterminated strings or brackets, inconsistent dedents, stray characters)
-gets "unparsed" as its token class and 0 in the other token tracks; `column` needs no tokenizer and is
-always computed.
+raises `UnparsableSource`. `meta_tracks` turns the exact values into discrete, labelled tracks for a
+project: the depth and the level clipped at a top value ("4+"), the column in bands ("16-31"), all
+ordered, so a concept such as "bracket depth >= 2" is the set of values >= 2.
 """
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-TOKEN_CLASSES = ("whitespace", "indent", "keyword", "name", "number", "string", "comment", "operator", "unparsed")
+TOKEN_CLASSES = ("whitespace", "indent", "keyword", "name", "number", "string", "comment", "operator")
 TRACKS = ("token_class", "in_string", "in_comment", "bracket_depth", "indent_level", "column")
+DEPTH_TOP, LEVEL_TOP = 4, 6  # meta_tracks clips bracket depth and indentation level here ("4+", "6+")
+COLUMN_BANDS = (0, 1, 4, 8, 16, 32, 48, 64, 72, 80)  # the first column of each band of meta_tracks' "column"
 _CLASS = {name: index for index, name in enumerate(TOKEN_CLASSES)}
 _CLASS_OF_TYPE = {tokenize.NUMBER: _CLASS["number"], tokenize.STRING: _CLASS["string"],
                   tokenize.COMMENT: _CLASS["comment"], tokenize.OP: _CLASS["operator"]}
@@ -41,8 +44,8 @@ _STRING_STARTS = {getattr(tokenize, name) for name in ("FSTRING_START", "TSTRING
 _STRING_ENDS = {getattr(tokenize, name) for name in ("FSTRING_END", "TSTRING_END") if hasattr(tokenize, name)}
 
 
-class _Unparsable(Exception):
-    """The token stream cannot be annotated (tokenize flagged an error, or a bracket closes nothing)."""
+class UnparsableSource(ValueError):
+    """Python's tokenize rejects the source, or a closing bracket in it closes nothing."""
 
 
 def _lines(source: str) -> list[str]:
@@ -50,8 +53,8 @@ def _lines(source: str) -> list[str]:
     return io.StringIO(source).readlines()
 
 
-def _spans(lines: list[str], line_starts: np.ndarray) -> Iterator[tuple[int, str, int, int]]:
-    """(token type, text, start offset, end offset) of each token, an f-string merged into one STRING span."""
+def _spans(lines: list[str], line_starts: np.ndarray) -> Iterator[tuple[int, str, int, int, int]]:
+    """(token type, text, start offset, end offset, line) of each token, an f-string merged into one STRING."""
     last = len(line_starts) - 1
 
     def offset(row: int, col: int) -> int:
@@ -60,18 +63,20 @@ def _spans(lines: list[str], line_starts: np.ndarray) -> Iterator[tuple[int, str
     readline = functools.partial(next, iter(lines), "")
     open_strings = string_start = 0
     for token in tokenize.generate_tokens(readline):
-        start, end = offset(*token.start), offset(*token.end)
+        start, end, row = offset(*token.start), offset(*token.end), token.start[0]
+        if token.type == tokenize.ERRORTOKEN and token.string.isspace():
+            continue  # before 3.12, the blank before a stray character; the character itself comes next
         if token.type == tokenize.ERRORTOKEN or token.exact_type == tokenize.OP:  # 3.12+ passes "$" as an OP
-            raise _Unparsable(f"unexpected {token.string!r} at line {token.start[0]}")
+            raise UnparsableSource(f"unexpected {token.string!r} at line {row}")
         if token.type in _STRING_STARTS:
             open_strings += 1
             string_start = start if open_strings == 1 else string_start
         elif token.type in _STRING_ENDS:
             open_strings -= 1
             if open_strings == 0:
-                yield tokenize.STRING, "", string_start, end
+                yield tokenize.STRING, "", string_start, end, row
         elif open_strings == 0:
-            yield token.type, token.string, start, end
+            yield token.type, token.string, start, end, row
 
 
 def _token_class(kind: int, text: str) -> int | None:
@@ -80,11 +85,11 @@ def _token_class(kind: int, text: str) -> int | None:
     return _CLASS_OF_TYPE.get(kind)
 
 
-def _annotate(spans: Iterable[tuple[int, str, int, int]], tracks: dict[str, np.ndarray]) -> None:
-    """Fill the token tracks from the spans; raises `_Unparsable` where a closing bracket closes nothing."""
+def _annotate(spans: Iterable[tuple[int, str, int, int, int]], tracks: dict[str, np.ndarray]) -> None:
+    """Fill the token tracks from the spans; raises `UnparsableSource` where a closing bracket closes nothing."""
     cls, depth_at, level_at = tracks["token_class"], tracks["bracket_depth"], tracks["indent_level"]
     depth = level = cursor = 0
-    for kind, text, start, end in spans:
+    for kind, text, start, end, row in spans:
         if kind == tokenize.INDENT:
             level += 1
         elif kind == tokenize.DEDENT:
@@ -96,7 +101,7 @@ def _annotate(spans: Iterable[tuple[int, str, int, int]], tracks: dict[str, np.n
             token_depth = depth
         elif kind == tokenize.OP and text in _CLOSE:
             if depth == 0:
-                raise _Unparsable(f"{text!r} at offset {start} closes no bracket")
+                raise UnparsableSource(f"{text!r} at line {row} closes no bracket")
             depth -= 1
         depth_at[start:end], level_at[start:end] = token_depth, level
         token_class = _token_class(kind, text)
@@ -120,7 +125,10 @@ def _mark_indents(lines: list[str], line_starts: np.ndarray, cls: np.ndarray) ->
 
 
 def char_tracks(source: str) -> dict[str, np.ndarray]:
-    """One int32 array per name in `TRACKS`, each `len(source)` long (see the module docstring)."""
+    """One int32 array per name in `TRACKS`, each `len(source)` long (see the module docstring).
+
+    Raises `UnparsableSource` for source that tokenize rejects.
+    """
     if not isinstance(source, str):
         raise TypeError(f"source must be a str, got {type(source).__name__}")
     lines = _lines(source)
@@ -129,37 +137,47 @@ def char_tracks(source: str) -> dict[str, np.ndarray]:
     tracks = {name: np.zeros(len(source), dtype=np.int32) for name in TRACKS}
     try:
         _annotate(_spans(lines, line_starts), tracks)
-        _mark_indents(lines, line_starts, tracks["token_class"])
-    except (tokenize.TokenError, SyntaxError, _Unparsable):
-        for values in tracks.values():
-            values[:] = 0
-        tracks["token_class"][:] = _CLASS["unparsed"]
+    except tokenize.TokenError as error:  # args: (message, (line, column))
+        raise UnparsableSource(f"{error.args[0]} at line {error.args[1][0]}") from None
+    except SyntaxError as error:  # an IndentationError for a dedent to no outer level
+        raise UnparsableSource(f"{error.msg} at line {error.lineno}") from None
+    _mark_indents(lines, line_starts, tracks["token_class"])
     tracks["column"][:] = np.arange(len(source)) - np.repeat(line_starts[:-1], lengths)
     return tracks
 
 
-def is_unparsed(tracks: dict[str, np.ndarray]) -> bool:
-    """Whether `tracks` (from `char_tracks`) describe source that tokenize rejected."""
-    classes = tracks["token_class"]
-    return len(classes) > 0 and bool(classes[0] == _CLASS["unparsed"])
+def _ordinal_labels(top: int) -> list[str]:
+    return [*map(str, range(top)), f"{top}+"]
+
+
+def _band_labels(bands: tuple[int, ...]) -> list[str]:
+    labels = [str(low) if high - low == 1 else f"{low}-{high - 1}" for low, high in zip(bands, bands[1:])]
+    return [*labels, f"{bands[-1]}+"]
+
+
+LABELS: dict[str, list[str]] = {
+    "token_class": list(TOKEN_CLASSES),
+    "in_string": ["outside string", "in string"],
+    "in_comment": ["outside comment", "in comment"],
+    "bracket_depth": _ordinal_labels(DEPTH_TOP),
+    "indent_level": _ordinal_labels(LEVEL_TOP),
+    "column": _band_labels(COLUMN_BANDS),
+}
 
 
 def meta_tracks(tracks: dict[str, np.ndarray]) -> dict[str, dict]:
-    """`tracks` (possibly many files concatenated) as meta-track specs: discrete with labels, or scalar with range."""
+    """`tracks` from `char_tracks` (possibly of many files, concatenated) as discrete meta tracks with `LABELS`:
+    the bracket depth clipped at `DEPTH_TOP`, the indentation level at `LEVEL_TOP`, the column in `COLUMN_BANDS`."""
     missing = [name for name in TRACKS if name not in tracks]
     if missing:
         raise ValueError(f"tracks is missing {', '.join(missing)}")
-
-    def scalar(name: str) -> dict:
-        values = tracks[name]
-        return {"type": "scalar", "values": values, "range": [0, int(values.max()) if len(values) else 0]}
-
-    return {
-        "token_class": {"type": "discrete", "values": tracks["token_class"], "labels": list(TOKEN_CLASSES)},
-        "in_string": {"type": "discrete", "values": tracks["in_string"], "labels": ["outside string", "in string"]},
-        "in_comment": {"type": "discrete", "values": tracks["in_comment"],
-                       "labels": ["outside comment", "in comment"]},
-        "bracket_depth": scalar("bracket_depth"),
-        "indent_level": scalar("indent_level"),
-        "column": scalar("column"),
+    values = {
+        "token_class": tracks["token_class"],
+        "in_string": tracks["in_string"],
+        "in_comment": tracks["in_comment"],
+        "bracket_depth": np.minimum(tracks["bracket_depth"], DEPTH_TOP),
+        "indent_level": np.minimum(tracks["indent_level"], LEVEL_TOP),
+        "column": np.searchsorted(COLUMN_BANDS, tracks["column"], side="right") - 1,
     }
+    return {name: {"type": "discrete", "values": values[name].astype(np.int32), "labels": LABELS[name]}
+            for name in TRACKS}
