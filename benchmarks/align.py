@@ -4,9 +4,10 @@ Case 1 (images): 2000 images x 512 units at 7x7 against 112x112 label maps (4 ma
 in 4 categories) plus 10 image-level concepts (2 categories), union "category" as NetDissect-Lite
 counts it. The reference is NetDissect-Lite's loop: per image and unit whose 7x7 max passes the
 threshold, upsample (the same F.interpolate call), threshold (np.argwhere), np.bincount the labels under
-the mask, np.dot with the label-category matrix for the categories it touches. core.align runs with and
-without its shuffled baseline (the reference has none). Both compute thresholds with
-core.stats.Quantile; labels must be identical and IoU within 1e-4.
+the mask, np.dot with the label-category matrix for the categories it touches, after thresholds from
+np.percentile over each unit's activations (NetDissect-Lite's first version; later ones use a sketch).
+core.align runs with and without its shuffled baseline (the reference has none); labels must be
+identical and IoU within 1e-4.
 Case 2 (tokens): 1M tokens (2000 sequences of 450-550, padded to 550) x 512 units x 30 concepts,
 signed, union "plain", with align (top 0.005 quantile) and with search_thresholds (every threshold, IoU
 and AP); time and memory only. Each method runs in a fresh subprocess; peak memory is its VmHWM (reset
@@ -30,7 +31,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.align import Batch, align, search_thresholds  # noqa: E402
-from core.stats import Quantile  # noqa: E402
 
 CATEGORIES = ["object", "part", "material", "colour", "scene", "texture"]
 PER_CATEGORY = [16, 10, 8, 6, 6, 4]             # the first four are pixel label maps, the last two item-level
@@ -114,13 +114,9 @@ def image_batches(acts, labels, item_labels):
                     for s in range(0, len(acts), BATCH))
 
 
-def thresholds_like_align(acts: np.ndarray, quantile: float) -> np.ndarray:
-    """The top-quantile thresholds as align's first pass computes them (same Quantile, same updates)."""
-    sketch = Quantile()
-    units = acts.shape[1]
-    for s in range(0, len(acts), BATCH):
-        sketch.update(torch.from_numpy(acts[s:s + BATCH]).transpose(0, 1).reshape(units, -1).T)
-    return sketch.quantiles([1 - quantile])[:, 0].astype(np.float32)
+def reference_thresholds(acts: np.ndarray, quantile: float) -> np.ndarray:
+    """NetDissect-Lite's thresholds (its first version): np.percentile over all of each unit's activations."""
+    return np.percentile(acts, 100 * (1 - quantile), axis=(0, 2, 3)).astype(np.float32)
 
 
 def reference_tally(acts, labels, item_labels, thresholds, concept_category):
@@ -213,7 +209,7 @@ def run_method(method: str, args: argparse.Namespace, out: Path) -> dict:
     reset_peak_memory()
     begin = clock()
     if method == "reference":
-        thresholds = thresholds_like_align(acts, 0.005)
+        thresholds = reference_thresholds(acts, 0.005)
         middle = clock()
         iou = reference_tally(acts, labels, item_labels, thresholds, concept_category)
     elif method in ("align", "align_baseline"):
@@ -289,7 +285,6 @@ def main() -> None:
             new = figures[method]
             print(f"speedup of {METHODS[method]} ({kind}): tally {ref[kind]['tally'] / new[kind]['tally']:.1f}x, "
                   f"total {ref[kind]['total'] / new[kind]['total']:.1f}x")
-    print("(thresholds: both use core.stats.Quantile, the same work)")
     tok, search = figures["tokens"], figures["search"]
     print(f"tokens: {tok['tokens']:,} valid tokens x {args.units} units x {TOKEN_TAGS + TOKEN_SPANS} concepts; "
           f"align (top 0.005, +h and -h, baseline): {tok['detectors']} detectors; search_thresholds (every threshold, "

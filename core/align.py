@@ -38,6 +38,7 @@ ArrayLike = torch.Tensor | np.ndarray
 UNIONS = ("plain", "category")
 RESOLUTIONS = ("upsample", "pool")
 _CHUNK_VALUES = 1 << 22     # activation values thresholded (or ranked) at a time; bounds the temporaries
+_EXACT_VALUES = 1 << 26     # activation values kept for exact thresholds (256 MB); past this a quantile sketch
 _READ_VALUES = 1 << 25      # values read at a time from an HDF5 dataset by search_thresholds
 
 
@@ -367,7 +368,7 @@ def _parse(batch: Batch, concepts: int, resolution: str, units: int) -> _Parsed:
         raise ValueError(f"concept positions {list(fine)} must equal the activation positions {list(positions)} "
                          f"(only images may have finer concepts)")
     slots = (torch.zeros(0, n, math.prod(fine), dtype=torch.int32) if not slot_maps
-             else slot_maps[0].to(torch.int32, memory_format=torch.contiguous_format) if len(slot_maps) == 1
+             else slot_maps[0].to(torch.int32).contiguous() if len(slot_maps) == 1
              else torch.cat([s.to(torch.int32) for s in slot_maps]))
     flat_valid = None if valid is None else valid.reshape(n, -1)
     if fine == positions:
@@ -412,7 +413,7 @@ def _measure_thresholds(batches: Callable[[], Iterable[Batch]], quantile: float,
     """Per-unit top (and bottom) quantiles over all valid positions, at activation resolution."""
     if progress is not None:
         progress.start("thresholds", None)
-    sketch, items, units = Quantile(), 0, None
+    sketch, items, units = Quantile(exact_limit=_EXACT_VALUES), 0, None
     for batch in batches():
         acts, valid = _acts(batch, units)
         units = acts.shape[1]
@@ -485,47 +486,47 @@ def _nonzero(mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 def _direct_on(acts: torch.Tensor, limit: torch.Tensor, below: bool,
-               valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(item, unit, position) where `acts` `[n, U, P]` exceed `limit` `[U]` (or are below it)."""
+               valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(item * units + unit, position) where `acts` `[n, U, P]` exceed `limit` `[U]` (or are below it)."""
     on = acts < limit[:, None] if below else acts > limit[:, None]
     if valid is not None:
         on &= valid[:, None, :]
-    return _nonzero(on)
+    pair, position = _nonzero(on.reshape(-1, on.shape[2]))
+    return pair, position
 
 
 def _upsampled_on(acts: torch.Tensor, limit: torch.Tensor, rows: _Bands, cols: _Bands,
-                  width: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(item, unit, pixel) where the bilinear upsampling of `acts` `[n, U, h, w]` exceeds `limit` `[U]`, by row band.
+                  width: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(item * units + unit, pixel) where the bilinear upsampling of `acts` `[n, U, h, w]` exceeds `limit` `[U]`,
+    by row band.
 
-    Only tiles whose four cells pass the threshold are looked at, within them only columns whose first
-    or last pixel does (a column is linear), and pixel values use the arithmetic of torch's kernel, so
-    the on pixels are those of thresholding F.interpolate, up to its rounding (it may fuse a multiply-add).
+    A tile (a row band by a column band) stays below the largest of its four cells, so only tiles with
+    a cell over the threshold are looked at, and within them only columns whose first or last pixel is
+    on (a column is linear). Pixel values use the arithmetic of torch's kernel, so the on pixels are
+    those of thresholding F.interpolate, up to its rounding (it may fuse a multiply-add).
     """
     n, units, h, w = acts.shape
     pairs = n * units
-    padded = torch.empty(h + 2, w + 2, pairs)                       # the cells, pair-major, framed by -inf
-    padded[1:-1, 1:-1] = acts.permute(2, 3, 0, 1).reshape(h, w, pairs)
-    for frame in (padded[0], padded[-1], padded[:, 0], padded[:, -1]):
-        frame.fill_(-math.inf)
-    across = torch.maximum(padded[:, :-1], padded[:, 1:])
-    tile_max = torch.maximum(across[:-1], across[1:])               # [h + 1, w + 1, pairs]: cells (i-1, i) x (j-1, j)
+    pair, row, col = _nonzero((acts > limit[:, None, None]).reshape(pairs, h, w))         # the cells on
+    active = torch.zeros(h + 1, pairs, w + 1, dtype=torch.bool)      # tile block (i, j): cells i-1..i, j-1..j
+    corner = (row * pairs + pair) * (w + 1) + col
+    for offset in (0, 1, pairs * (w + 1), pairs * (w + 1) + 1):      # the four tiles each on cell is a corner of
+        active.view(-1)[corner + offset] = True
     if rows.block is not None:
-        tile_max = tile_max.index_select(0, rows.block)
+        active = active.index_select(0, rows.block)
     if cols.block is not None:
-        tile_max = tile_max.index_select(1, cols.block)
-    pair_limit = limit.repeat(n)
-    row_band, col_band, item, unit = _nonzero((tile_max > pair_limit).view(*tile_max.shape[:2], n, units))
-    pair = item * units + unit                                      # tiles in order of row band, column band, pair
-    flat = padded.view(-1)
+        active = active.index_select(2, cols.block)
+    row_band, pair, col_band = _nonzero(active)                      # in order of row band
+    flat = acts.reshape(-1)
 
     def cell(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-        index = ((row.index_select(0, row_band) + 1) * (w + 2) + col.index_select(0, col_band) + 1) * pairs + pair
+        index = pair * (h * w) + row.index_select(0, row_band) * w + col.index_select(0, col_band)
         return flat.index_select(0, index)[:, None]
 
     wx_low, wx_high = cols.w_low.index_select(0, col_band), cols.w_high.index_select(0, col_band)
     top = cell(rows.low, cols.low) * wx_low + cell(rows.low, cols.high) * wx_high      # [tiles, longest]
     bottom = cell(rows.high, cols.low) * wx_low + cell(rows.high, cols.high) * wx_high
-    tile_limit = pair_limit.index_select(0, pair)[:, None]
+    tile_limit = limit.repeat(n).index_select(0, pair)[:, None]
     end = 0
     for band, count in enumerate(torch.bincount(row_band, minlength=len(rows.low)).tolist()):
         begin, end = end, end + count
@@ -538,16 +539,15 @@ def _upsampled_on(acts: torch.Tensor, limit: torch.Tensor, rows: _Bands, cols: _
         value = (upper.reshape(-1).index_select(0, column)[:, None] * w_low
                  + lower.reshape(-1).index_select(0, column)[:, None] * w_high)
         hit, row_in = _nonzero(value > bound.reshape(-1).index_select(0, tile_of)[:, None])
-        tile_of += begin
-        column_pixel = cols.start.index_select(0, col_band.index_select(0, tile_of)) + col_in + first * width
-        yield (item.index_select(0, tile_of).index_select(0, hit), unit.index_select(0, tile_of).index_select(0, hit),
-               column_pixel.index_select(0, hit) + row_in * width)
+        tile_of = tile_of.index_select(0, hit) + begin
+        column_pixel = cols.start.index_select(0, col_band.index_select(0, tile_of)) + col_in.index_select(0, hit)
+        yield pair.index_select(0, tile_of), column_pixel + (first + row_in) * width
 
 
-def _on_positions(parsed: _Parsed, limit: torch.Tensor,
-                  below: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(item, unit, tally position) of a batch's on positions, valid ones only, a bounded chunk of items at a time."""
-    n = parsed.acts.shape[0]
+def _on_positions(parsed: _Parsed, limit: torch.Tensor, below: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(item * units + unit, tally position) of a batch's on positions, valid ones only, a bounded chunk of
+    items (of activation values) at a time."""
+    n, units = parsed.acts.shape[:2]
     step = max(1, _CHUNK_VALUES // parsed.acts[0].numel())
     if parsed.upsample_to is not None:
         (height, width), (h, w) = parsed.upsample_to, parsed.acts.shape[2:]
@@ -556,16 +556,18 @@ def _on_positions(parsed: _Parsed, limit: torch.Tensor,
         chunk = parsed.acts[start:start + step]
         if parsed.upsample_to is None:
             valid = None if parsed.valid is None else parsed.valid[start:start + step]
-            item, unit, position = _direct_on(chunk, limit, below, valid)
-            yield item + start, unit, position
+            pair, position = _direct_on(chunk, limit, below, valid)
+            yield pair + start * units, position
             continue
         sign = -1 if below else 1                   # -h above -T_low is h below T_low
-        for item, unit, position in _upsampled_on(sign * chunk, sign * limit, rows, cols, width):
-            item += start
-            if parsed.valid is not None:
-                keep = parsed.valid.reshape(-1).index_select(0, item * height * width + position)
-                item, unit, position = item[keep], unit[keep], position[keep]
-            yield item, unit, position
+        bands = _upsampled_on(sign * chunk, sign * limit, rows, cols, width)
+        pair, position = (torch.cat(parts) for parts in zip(*bands))
+        pair += start * units
+        if parsed.valid is not None:
+            keep = parsed.valid.reshape(-1).index_select(0, pair.div(units, rounding_mode="floor") * height * width
+                                                         + position)
+            pair, position = pair[keep], position[keep]
+        yield pair, position
 
 
 @dataclass
@@ -644,54 +646,44 @@ class _Sums:
         self.unit_on_category = torch.zeros(directions, units, categories, dtype=torch.float64)
         self.concept_count = torch.zeros(concepts, dtype=torch.float64)
 
-    def add_positions(self, direction: int, side: _Concepts, rows: np.ndarray, unit_key: np.ndarray,
-                      touched: _Touched | None) -> None:
-        """Count on positions (`rows`: item * positions + position) by the labels of their paired items.
-
-        `unit_key` is unit * (C + 1), so that a position's key names its unit and label value.
-        """
+    def add(self, direction: int, side: _Concepts, on: _On, touches: torch.Tensor | None) -> None:
+        """Count a batch's on positions by the labels of their paired items, and by category if `touches`
+        (`[C, K]` concept -> category). One bincount over (active pair, label) keys gives both the
+        intersections and which categories each (item, unit) touches."""
         maps, n, points = side.slots.shape
-        labels = np.take(side.slots.view(maps, n * points).numpy(), rows, axis=1)             # [maps, on]
         units, concepts = self.inter.shape[1:]
-        hits = torch.bincount(torch.from_numpy((unit_key + labels).reshape(-1)), minlength=units * (concepts + 1))
-        self.inter[direction] += hits.view(units, concepts + 1)[:, 1:]
-        if touched is not None:
-            touched.add(labels)
-
-    def add_items(self, direction: int, side: _Concepts, on: torch.Tensor, touched: _Touched | None) -> None:
-        """Add what follows from per-item on counts `[n, U]`: whole-item concepts and, where the category
-        union is counted, the on positions of each (item, unit) whose mask touches a category."""
-        self.inter[direction] += on.T @ side.item_labels
-        if touched is not None:
-            present = touched.categories() | side.item_category[:, None, :]                   # [n, U, K]
-            self.unit_on_category[direction] += (on[:, :, None] * present).sum(0)
+        labels = np.take(side.slots.view(maps, n * points).numpy(), on.rows, axis=1)                # [maps, on]
+        width = np.int32 if len(on.pairs) * (concepts + 1) < 2**31 else np.int64
+        key = torch.from_numpy((on.slot.astype(width, copy=False) * width(concepts + 1) + labels).reshape(-1))
+        hits = torch.bincount(key, minlength=len(on.pairs) * (concepts + 1)).view(-1, concepts + 1)[:, 1:]
+        unit, item = on.pairs % units, on.pairs.div(units, rounding_mode="floor")
+        self.inter[direction].index_add_(0, unit, hits.double())
+        self.inter[direction] += on.counts.view(n, units).T @ side.item_labels
+        if touches is not None:
+            present = ((hits > 0).float() @ touches > 0) | side.item_category.index_select(0, item)   # [pairs, K]
+            self.unit_on_category[direction].index_add_(0, unit, on.counts[on.pairs, None] * present)
 
     def as_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return (self.inter.round().long().numpy(), self.unit_on_category.round().long().numpy(),
                 self.concept_count.round().long().numpy())
 
 
-class _Touched:
-    """Which categories the on positions of each (item, unit) of a batch touch, for NetDissect-Lite's union."""
+@dataclass
+class _On:
+    """Some of a batch's on positions in one direction, keyed by the (item, unit) pairs that have any."""
+    pairs: torch.Tensor         # [pairs] item * units + unit, of the pairs with on positions
+    counts: torch.Tensor        # [n * units] float64 on positions of every pair
+    slot: np.ndarray            # [on] int32 index into `pairs` of each on position
+    rows: np.ndarray            # [on] item * positions + position of each on position
 
-    def __init__(self, n: int, units: int, label_category: np.ndarray):
-        self.n, self.units, self.label_category = n, units, label_category       # label value -> category + 1
-        self.size = int(label_category.max()) + 1
-        self.counts = torch.zeros(n * units * self.size, dtype=torch.long)
-        self.key: np.ndarray | None = None
-
-    def at(self, pair: torch.Tensor) -> _Touched:
-        """Set the (item * units + unit) of the on positions that the next `add` labels."""
-        self.key = pair.numpy() * self.size
-        return self
-
-    def add(self, labels: np.ndarray) -> None:
-        key = torch.from_numpy((self.key + self.label_category[labels]).reshape(-1))
-        self.counts += torch.bincount(key, minlength=self.counts.numel())
-
-    def categories(self) -> torch.Tensor:
-        """`[n, U, K]` bool."""
-        return self.counts.view(self.n, self.units, self.size)[:, :, 1:] > 0
+    @classmethod
+    def of(cls, pair: torch.Tensor, position: torch.Tensor, n: int, units: int, points: int) -> _On:
+        counts = torch.bincount(pair, minlength=n * units)
+        pairs = counts.nonzero()[:, 0]
+        slot = torch.zeros(n * units, dtype=torch.int32)
+        slot[pairs] = torch.arange(len(pairs), dtype=torch.int32)
+        rows = pair.div(units, rounding_mode="floor") * points + position
+        return cls(pairs, counts.double(), slot.index_select(0, pair).numpy(), rows.numpy())
 
 
 @dataclass
@@ -707,9 +699,9 @@ def _tally(batches: Callable[[], Iterable[Batch]], limits: torch.Tensor, concept
            total: int | None, progress: Progress | None) -> _Tally:
     """Pass 2: count on positions by unit and concept (and category, for union "category")."""
     directions, units = limits.shape
-    label_category = np.concatenate([[0], concept_category + 1])           # label value v -> category + 1
     category_of = torch.zeros(concepts, categories, dtype=torch.float64)
     category_of[torch.arange(concepts), torch.from_numpy(concept_category)] = 1
+    touches = category_of.float() if union == "category" else None
     tally = _Tally(_Sums(directions, units, concepts, categories),
                    _Sums(directions, units, concepts, categories) if baseline else None,
                    torch.zeros(directions, units, dtype=torch.long), 0)
@@ -727,18 +719,11 @@ def _tally(batches: Callable[[], Iterable[Batch]], limits: torch.Tensor, concept
         for sums, side in sides:
             sums.concept_count += side.concept_count
         for direction in range(directions):
-            on = torch.zeros(n * units, dtype=torch.long)
-            touched = [_Touched(n, units, label_category) if union == "category" else None for _ in sides]
-            for item, unit, position in _on_positions(parsed, limits[direction], below=direction == 1):
-                pair = item * units + unit
-                on += torch.bincount(pair, minlength=n * units)
-                rows = (item * parsed.slots.shape[2] + position).numpy()
-                unit_key = (unit * (concepts + 1)).to(torch.int32).numpy()
-                for (sums, side), touch in zip(sides, touched):
-                    sums.add_positions(direction, side, rows, unit_key, None if touch is None else touch.at(pair))
-            tally.unit_on[direction] += on.view(n, units).sum(0)
-            for (sums, side), touch in zip(sides, touched):
-                sums.add_items(direction, side, on.view(n, units).double(), touch)
+            for pair, position in _on_positions(parsed, limits[direction], below=direction == 1):
+                on = _On.of(pair, position, n, units, parsed.slots.shape[2])
+                tally.unit_on[direction] += on.counts.view(n, units).sum(0).long()
+                for sums, side in sides:
+                    sums.add(direction, side, on, touches)
         tally.items += n
         if progress is not None:
             progress.update(n)

@@ -257,7 +257,7 @@ class Quantile:
             raise ValueError("Quantile has seen no data yet")
         targets = np.atleast_1d(qs) * (self.count - 1)
         if self._exact is not None:
-            result = _interpolate(np.sort(np.concatenate(self._exact, axis=1), axis=1), None, targets)
+            result = _exact_quantiles(self._exact, targets)
         else:
             items = np.concatenate(self._levels, axis=1)
             weights = np.concatenate([np.full(level.shape[1], 2**h, dtype=np.int64)
@@ -293,6 +293,28 @@ class Quantile:
         return stat
 
 
+def _exact_quantiles(chunks: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """Linear interpolation at rank positions `targets` `[k]` of the values of `chunks` `[units, n_i]` -> `[units, k]`.
+
+    Only the values from the nearer end up to each rank are selected (torch.topk), a block of units at a
+    time: the tail quantiles that thresholds need cost a fraction of a full sort.
+    """
+    units, count = chunks[0].shape[0], sum(chunk.shape[1] for chunk in chunks)
+    lower = np.clip(np.floor(targets).astype(np.int64), 0, count - 1)
+    upper = np.minimum(lower + 1, count - 1)
+    step = max(1, _CHUNK_VALUES // count)
+    low, high = np.empty((units, len(targets))), np.empty((units, len(targets)))
+    for start in range(0, units, step):
+        values = torch.from_numpy(np.concatenate([chunk[start:start + step] for chunk in chunks], axis=1))
+        for j, (lo, up) in enumerate(zip(lower.tolist(), upper.tolist())):
+            if up < count - lo:                                 # ascending from the smallest value
+                ranked, lo_at, up_at = values.topk(up + 1, dim=1, largest=False).values, lo, up
+            else:                                               # descending from the largest
+                ranked, lo_at, up_at = values.topk(count - lo, dim=1).values, count - 1 - lo, count - 1 - up
+            low[start:start + step, j], high[start:start + step, j] = ranked[:, lo_at], ranked[:, up_at]
+    return low + (high - low) * (targets - lower)
+
+
 def _weighted_quantiles(items: np.ndarray, weights: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Quantiles of sketch `items` `[units, m]` whose column j stands for `weights[j]` values each."""
     order = np.argsort(items, axis=1)
@@ -301,23 +323,17 @@ def _weighted_quantiles(items: np.ndarray, weights: np.ndarray, targets: np.ndar
     return _interpolate(np.take_along_axis(items, order, axis=1), centres, targets)
 
 
-def _interpolate(values: np.ndarray, centres: np.ndarray | None, targets: np.ndarray) -> np.ndarray:
+def _interpolate(values: np.ndarray, centres: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Linear interpolation of sorted `values` `[units, m]` at rank positions `targets` `[k]` -> `[units, k]`.
 
-    `centres` `[units, m]` (m >= 2) are the increasing rank positions of the values; None means 0 .. m-1.
+    `centres` `[units, m]` (m >= 2) are the increasing rank positions of the values.
     """
     units, m = values.shape
-    if centres is None:
-        lower = np.clip(np.floor(targets).astype(np.int64), 0, m - 1)
-        upper = np.minimum(lower + 1, m - 1)
-        fraction = np.broadcast_to(targets - lower, (units, len(targets)))
-        lower, upper = np.broadcast_to(lower, fraction.shape), np.broadcast_to(upper, fraction.shape)
-    else:
-        batch = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(targets, (units, len(targets)))))
-        upper = torch.searchsorted(torch.from_numpy(centres), batch, right=True).numpy().clip(1, m - 1)
-        lower = upper - 1
-        low_rank, high_rank = np.take_along_axis(centres, lower, 1), np.take_along_axis(centres, upper, 1)
-        fraction = np.clip((targets - low_rank) / (high_rank - low_rank), 0, 1)
+    batch = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(targets, (units, len(targets)))))
+    upper = torch.searchsorted(torch.from_numpy(centres), batch, right=True).numpy().clip(1, m - 1)
+    lower = upper - 1
+    low_rank, high_rank = np.take_along_axis(centres, lower, 1), np.take_along_axis(centres, upper, 1)
+    fraction = np.clip((targets - low_rank) / (high_rank - low_rank), 0, 1)
     low = np.take_along_axis(values, lower, 1).astype(np.float64)
     high = np.take_along_axis(values, upper, 1).astype(np.float64)
     return low + (high - low) * fraction

@@ -164,6 +164,21 @@ def test_upsampled_pixels_equal_brute_force(union, shape):
                                brute_force(batches, result.thresholds, category, union, shuffled=True), atol=1e-6)
 
 
+@pytest.mark.parametrize("positions, concept_positions", [((4, 4), (16, 16)), ((30,), (30,))])
+def test_tally_a_few_items_at_a_time_equals_brute_force(monkeypatch, positions, concept_positions):
+    import core.align
+    monkeypatch.setattr(core.align, "_CHUNK_VALUES", 2 * 5 * int(np.prod(positions)))      # two items at a time
+    rng = np.random.default_rng(13)
+    batches = random_batches(rng, sizes=[5, 4], units=5, positions=positions, concept_positions=concept_positions,
+                             pixel=5, whole=2)
+    result = run(batches, 5, 2, quantile=0.05, signed=True, union="category")
+    _, category = vocabulary(5, 2)
+    for shuffled, iou in ((False, result.iou), (True, result.baseline_iou)):
+        expected = brute_force(batches, result.thresholds, category, "category", shuffled=shuffled)
+        np.testing.assert_allclose(iou, expected, atol=1e-6)
+    assert result.unit_on.sum() > 0
+
+
 def test_upsampled_pixels_with_validity_equal_brute_force():
     rng = np.random.default_rng(4)
     batches = random_batches(rng, sizes=[4], units=4, positions=(4, 4), concept_positions=(12, 12), pixel=4, whole=1)
@@ -564,3 +579,17 @@ def test_threshold_search_reads_hdf5_datasets(tmp_path, monkeypatch):
             result = search_thresholds(dataset, masks, ["a", "b", "c"], ["x"], [0, 0, 0])
             for name in ("iou", "ap", "threshold", "baseline_iou", "baseline_ap"):
                 np.testing.assert_array_equal(getattr(result, name), getattr(expected, name))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_int32_labels_and_non_contiguous_arrays_are_accepted(dtype):
+    """Label maps of any integer type, and activations or labels in any memory layout, give the same IoU."""
+    rng = np.random.default_rng(5)
+    acts = rng.random((6, 3, 4, 4), dtype=np.float32)
+    labels = rng.integers(0, 3, (6, 2, 8, 8))
+    concepts, categories, of = ["a", "b"], ["x"], [0, 0]
+    plain = align(lambda: iter([Batch(acts=acts, labels=labels)]), concepts, categories, of, quantile=0.1)
+    strided = align(lambda: iter([Batch(acts=np.ascontiguousarray(acts.transpose(0, 1, 3, 2))
+                                        .transpose(0, 1, 3, 2), labels=labels.astype(dtype)[:, :, ::-1][:, :, ::-1])]),
+                    concepts, categories, of, quantile=0.1)
+    np.testing.assert_array_equal(plain.iou, strided.iou)

@@ -96,6 +96,16 @@ def test_exact_quantiles_match_numpy_linear():
     np.testing.assert_allclose(q.quantiles(0.5), np.median(data, axis=0))
 
 
+def test_exact_quantiles_of_many_chunks_a_few_units_at_a_time(monkeypatch):
+    monkeypatch.setattr(stats, "_CHUNK_VALUES", 1_500)                # blocks of two units
+    rng = np.random.default_rng(12)
+    data = rng.standard_normal((700, 5)).astype(np.float32)
+    data[:, 4] = np.round(data[:, 4])                                 # ties
+    q = fed(Quantile(), data, 64)
+    levels = [0.0, 0.002, 0.005, 0.3, 0.5, 0.995, 0.999, 1.0]
+    np.testing.assert_array_equal(q.quantiles(levels), np.quantile(data.astype(np.float64), levels, axis=0).T)
+
+
 def test_exact_merge_equals_single_pass():
     rng = np.random.default_rng(3)
     data = rng.standard_normal((5_000, 2)).astype(np.float32)
