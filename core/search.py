@@ -41,15 +41,18 @@ and is read back from the float states. Ambiguous values are resolved only where
 steps whose count could reach the candidate levels, and candidate rows; the union over all units
 of the top-ranked candidates is read from the float state rows directly. Float states in an
 unfiltered HDF5 dataset (contiguous or chunked) are read at random positions through a memory map of
-the file. The index is built streaming, in row blocks, and refuses states that changed since
-(StaleIndexError).
+the file. The index is built streaming: row blocks read from the file (one read per run of chunks)
+while one worker per core encodes a block in cache-sized tiles and writes each unit's piece; it refuses
+states that changed since (StaleIndexError).
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import json
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +71,7 @@ _BLOCK_BYTES = 32 << 20        # float32 bytes per streamed block of rows
 _SAMPLE_BLOCKS, _SAMPLE_ROWS = 64, 1024
 _FINGERPRINT_ROWS = 64
 _COUNT_BLOCK = 1 << 16          # steps counted at once (fits a core's cache)
-_TRANSPOSE_ROWS = 64            # rows of codes transposed at once while building
+_TILE_VALUES = 1 << 16          # values encoded at once while building (a tile's buffers fit a core's cache)
 _UNION_ROWS = 1 << 13          # float state rows read at once to find candidates' active units
 
 
@@ -297,19 +300,18 @@ class _StateReader:
             self._map = _FileMap.of(self.states)
         return self._map
 
+    def read(self, start: int, stop: int, out: np.ndarray) -> np.ndarray:
+        """Raw rows [start, stop): read from the file into `out` (a float32 buffer of at least stop - start rows)
+        where its chunks span whole rows, else sliced from the states (a view of a float32 array in memory)."""
+        if self.map is not None and self.map.read(start, out[:stop - start]):
+            return out[:stop - start]
+        return np.ascontiguousarray(self.states[start:stop], dtype=np.float32)
+
     def blocks(self, start: int, stop: int, rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, raw rows) covering rows [start, stop) in blocks of at most `rows`: views of the file
-        where it holds at least a quarter block in one piece (paged in here, so that reading overlaps the
-        caller's work on the previous block), else copies read by slicing."""
-        while start < stop:
-            end = min(start + rows, stop)
-            block = self.map.view(start, end) if self.map is not None else None
-            if block is not None and 4 * len(block) >= end - start:
-                np.add.reduce(block.ravel()[::1024])
-            else:
-                block = np.ascontiguousarray(self.states[start:end], dtype=np.float32)
-            yield start, block
-            start += len(block)
+        """(first row, raw rows) covering rows [start, stop) in blocks of at most `rows`, each valid until the next."""
+        buffer = np.empty((min(rows, stop - start), self.states.shape[1]), np.float32)
+        for first in range(start, stop, rows):
+            yield first, self.read(first, min(first + rows, stop), buffer)
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """Raw values [len(rows), U] at sorted, unique rows."""
@@ -324,13 +326,15 @@ class _StateReader:
 
 
 class _FileMap:
-    """Random access to the elements of an unfiltered HDF5 dataset by a memory map of its file: the
-    element offset of each chunk (one chunk spanning the whole array when contiguous), read once."""
+    """Random access to the elements of an unfiltered HDF5 dataset by a memory map of its file, and row
+    blocks by reading the file: the element offset of each chunk (one chunk spanning the whole array when
+    contiguous), read once."""
 
     _GATHER = 1 << 22                # elements gathered per step
 
     def __init__(self, data: np.memmap, offsets: np.ndarray, chunk: tuple[int, int], shape: tuple[int, int]):
         self.data, self.offsets, self.chunk, self.shape = data, offsets, chunk, shape
+        self.path = data.filename
 
     @classmethod
     def of(cls, states: Any) -> "_FileMap | None":
@@ -363,18 +367,28 @@ class _FileMap:
         data = np.memmap(states.file.filename, dtype=states.dtype, mode="r", shape=(elements,))
         return cls(data, offsets, chunk, tuple(states.shape))
 
-    def view(self, start: int, stop: int) -> np.ndarray | None:
-        """float32 rows from `start` on, at most to `stop`, as a view of the file: as far as its chunks span
-        whole rows and follow one another there (to `stop` for a contiguous dataset); else None."""
-        (chunk_rows, chunk_units), (n, n_units) = self.chunk, self.shape
+    def read(self, start: int, out: np.ndarray) -> bool:
+        """Fill `out` (float32 [rows, U]) with the rows from `start` on, one read per run of chunks that
+        follow one another in the file; False (nothing read) unless the chunks span whole float32 rows."""
+        (chunk_rows, chunk_units), n_units = self.chunk, self.shape[1]
         if chunk_units != n_units or self.data.dtype != np.float32:
-            return None
-        first = start // chunk_rows
-        offsets = self.offsets[first:(min(stop, n) - 1) // chunk_rows + 1, 0]
-        gaps = np.flatnonzero(np.diff(offsets) != chunk_rows * n_units)
-        stop = min(stop, n, (first + gaps[0] + 1) * chunk_rows) if len(gaps) else min(stop, n)
-        begin = offsets[0] + (start - first * chunk_rows) * n_units
-        return self.data[begin:begin + (stop - start) * n_units].reshape(stop - start, n_units)
+            return False
+        at, stop = start, start + len(out)
+        with open(self.path, "rb", buffering=0) as file:
+            while at < stop:
+                first = at // chunk_rows
+                offsets = self.offsets[first:(stop - 1) // chunk_rows + 1, 0]
+                gaps = np.flatnonzero(np.diff(offsets) != chunk_rows * n_units)
+                end = min(stop, (first + gaps[0] + 1) * chunk_rows) if len(gaps) else stop
+                position = 4 * int(offsets[0] + (at - first * chunk_rows) * n_units)
+                piece = memoryview(out[at - start:end - start]).cast("B")
+                while len(piece):
+                    got = os.preadv(file.fileno(), [piece], position)
+                    if not got:
+                        raise ValueError(f"states: {self.path} ends inside the dataset")
+                    piece, position = piece[got:], position + got
+                at = end
+        return True
 
     def gather(self, rows: np.ndarray, unit: int | None) -> np.ndarray:
         """float32 values at sorted rows, of one unit or (unit None) of all units [len(rows), U]."""
@@ -410,35 +424,44 @@ def _code_scales(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 class _Encoder:
-    """uint8 codes clip(floor(value * scale) - base, 0, 255) of transformed float32 rows, exact (a float32
-    product that rounded onto an integer is redone in float64; NaN gets code 0), in reused buffers."""
+    """uint8 codes clip(floor(value * scale) - base, 0, 255) of transformed float32 rows, exact (where the
+    float32 product is integral, or NaN or infinite, it is redone in float64; NaN gets code 0), a tile of
+    rows at a time in buffers that stay in a core's cache."""
 
-    def __init__(self, rows: int, scale: np.ndarray, base: np.ndarray, transform: str):
+    def __init__(self, scale: np.ndarray, base: np.ndarray, transform: str):
         units = len(scale)
+        self.rows = max(1, _TILE_VALUES // units)
         self.scale, self.scale32, self.base32 = scale, scale.astype(np.float32), base.astype(np.float32)
         self.transform = transform
-        self.values, self.scaled, self.floor = (np.empty((rows, units), np.float32) for _ in range(3))
-        self.near, self.codes = np.empty((rows, units), bool), np.empty((rows, units), np.uint8)
+        self.scaled, self.floor = (np.empty((self.rows, units), np.float32) for _ in range(2))
+        self.fraction, self.codes = np.empty((self.rows, units), bool), np.empty((self.rows, units), np.uint8)
 
-    def __call__(self, raw: np.ndarray) -> np.ndarray:
-        """Codes [rows, U] of raw float32 rows (valid until the next call)."""
-        rows = len(raw)
-        values, scaled, floor = self.values[:rows], self.scaled[:rows], self.floor[:rows]
-        if self.transform == "tanh":
-            np.tanh(raw, out=values)
-        else:
-            values = raw
-        np.multiply(values, self.scale32, out=scaled)
-        np.floor(scaled, out=floor)
-        near = np.flatnonzero(np.equal(floor, scaled, out=self.near[:rows]))
-        near = near[values.ravel()[near] != 0]
-        if len(near):
-            floor.ravel()[near] = np.floor(values.ravel()[near].astype(np.float64) * self.scale[near % values.shape[1]])
-        np.subtract(floor, self.base32, out=floor)
-        np.fmax(floor, 0, out=floor)
-        np.fmin(floor, 255, out=floor)
-        np.copyto(self.codes[:rows], floor, casting="unsafe")
-        return self.codes[:rows]
+    def __call__(self, raw: np.ndarray, out: np.ndarray) -> None:
+        """Write the codes of raw float32 rows [R, U] (C-contiguous) into `out` [U, R]."""
+        for at in range(0, len(raw), self.rows):
+            tile = raw[at:at + self.rows]
+            rows = len(tile)
+            scaled, floor, codes = self.scaled[:rows], self.floor[:rows], self.codes[:rows]
+            if self.transform == "tanh":
+                np.multiply(np.tanh(tile, out=scaled), self.scale32, out=scaled)
+            else:
+                np.multiply(tile, self.scale32, out=scaled)
+            np.floor(scaled, out=floor)
+            if not np.less(floor, scaled, out=self.fraction[:rows]).all():
+                self._redo(tile, floor, self.fraction[:rows])
+            np.subtract(floor, self.base32, out=floor)
+            np.clip(floor, 0, 255, out=floor)
+            np.copyto(codes, floor, casting="unsafe")
+            out[:, at:at + rows] = codes.T
+
+    def _redo(self, tile: np.ndarray, floor: np.ndarray, fraction: np.ndarray) -> None:
+        """floor(value * scale) in float64 (exact) where the float32 product had no fraction (a raw 0 has
+        none in either); -inf (code 0) for NaN."""
+        where = np.flatnonzero(~fraction)
+        where = where[tile.ravel()[where] != 0]
+        exact = np.floor(transformed(tile.ravel()[where], self.transform).astype(np.float64)
+                         * self.scale[where % tile.shape[1]])
+        floor.ravel()[where] = np.where(np.isnan(exact), -np.inf, exact)
 
 
 @dataclass(frozen=True)
@@ -556,11 +579,8 @@ class MatchIndex:
             with open(partial, "wb") as file:
                 file.write(_MAGIC + len(text).to_bytes(8, "little") + text)
                 file.truncate(offset + n * n_units)
-            codes = np.memmap(partial, np.uint8, mode="r+", offset=offset, shape=(n_units, n))
-            _stream_codes(reader, codes, scale, base, progress)
-            codes.flush()
-            del codes
-            with open(partial, "rb+") as file:
+                file.flush()
+                _stream_codes(reader, file.fileno(), offset, scale, base, progress)
                 os.fsync(file.fileno())
             os.replace(partial, out_path)
         except BaseException:
@@ -804,34 +824,48 @@ def _workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _stream_codes(reader: _StateReader, codes: np.ndarray, scale: np.ndarray, base: np.ndarray,
+def _stream_codes(reader: _StateReader, out: int, offset: int, scale: np.ndarray, base: np.ndarray,
                   progress: Any) -> None:
-    """Encode the states block by block into `codes` [U, N]; the next block is read while workers
-    (one per core) encode the current one and write it transposed."""
+    """Encode the states block by block into the index file `out` (a descriptor; unit u's codes from byte
+    offset + u * N): this thread reads the next blocks while workers (one per core) encode a block each,
+    in cache-sized tiles, and write its codes, one piece per unit."""
     n, n_units = reader.states.shape
     rows = max(1, _BLOCK_BYTES // (4 * n_units))
     workers = _workers()
-    encoders = [_Encoder(-(-rows // workers), scale, base, reader.transform) for _ in range(workers)]
+    buffers = [np.empty((min(rows, n), n_units), np.float32) for _ in range(workers + 1)]
+    local = threading.local()
 
-    def encode(encoder: _Encoder, values: np.ndarray, start: int) -> None:
-        encoded = encoder(values)
-        for at in range(0, len(values), _TRANSPOSE_ROWS):         # small tiles: twice as fast as one transpose
-            tile = encoded[at:at + _TRANSPOSE_ROWS]
-            codes[:, start + at:start + at + len(tile)] = tile.T
+    def encode(values: np.ndarray, start: int) -> int:
+        if not hasattr(local, "encoder"):
+            local.encoder = _Encoder(scale, base, reader.transform)
+            local.codes = np.empty((n_units, len(buffers[0])), np.uint8)
+        codes = local.codes[:, :len(values)]
+        local.encoder(values, codes)
+        for unit in range(n_units):
+            _write_at(out, codes[unit], offset + unit * n + start)
+        return len(values)
 
     if progress is not None:
         progress.start("index states", n)
     with ThreadPoolExecutor(workers) as pool:
-        pending: list = []
-        done = 0
-        for start, values in itertools.chain(reader.blocks(0, n, rows), [(n, None)]):
-            for job in pending:
-                job.result()
-            if progress is not None and pending:
-                progress.update(done)
-            if values is None:
-                break
-            bounds = np.linspace(0, len(values), workers + 1).astype(int)
-            pending = [pool.submit(encode, encoder, values[a:b], start + a)
-                       for encoder, a, b in zip(encoders, bounds[:-1], bounds[1:])]
-            done = len(values)
+        jobs: collections.deque = collections.deque()
+        for block, start in enumerate(range(0, n, rows)):
+            if len(jobs) == len(buffers):              # the oldest job's buffer is the one read next
+                _report(progress, jobs.popleft().result())
+            values = reader.read(start, min(start + rows, n), buffers[block % len(buffers)])
+            jobs.append(pool.submit(encode, values, start))
+        while jobs:
+            _report(progress, jobs.popleft().result())
+
+
+def _report(progress: Any, rows: int) -> None:
+    if progress is not None:
+        progress.update(rows)
+
+
+def _write_at(out: int, data: np.ndarray, position: int) -> None:
+    """Write the bytes of a contiguous array to the file `out` at `position`."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        written = os.pwrite(out, view, position)
+        view, position = view[written:], position + written

@@ -381,29 +381,65 @@ class _Recorded:
 
 
 def test_build_streams_row_blocks_and_never_holds_the_float_matrix(tmp_path, monkeypatch):
-    rng = np.random.default_rng(1)
-    raw = (np.cumsum(rng.standard_normal((40_000, 50)), axis=0) * 0.1).astype(np.float32)     # 8 MB
-    states = _Recorded(_states_file(tmp_path, raw, chunks=(256, 50)))
+    """Reads are row blocks, and the build's peak memory does not grow with the states (4x the rows: 24 MB
+    more states, far less than that more memory)."""
     monkeypatch.setattr(search, "_BLOCK_BYTES", 1 << 18)
-    progress = []
+    rng = np.random.default_rng(1)
+    peaks = []
+    for tokens in (40_000, 160_000):
+        folder = tmp_path / str(tokens)
+        folder.mkdir()
+        raw = (np.cumsum(rng.standard_normal((tokens, 50)), axis=0) * 0.1).astype(np.float32)
+        states = _Recorded(_states_file(folder, raw, chunks=(256, 50)))
+        progress = []
 
-    class Progress:
-        def start(self, stage, total):
-            progress.append((stage, total))
+        class Progress:
+            def start(self, stage, total):
+                progress.append((stage, total))
 
-        def update(self, n):
-            progress.append(n)
+            def update(self, n):
+                progress.append(n)
 
-    tracemalloc.start()
-    index = search.MatchIndex.build(states, tmp_path / "m", progress=Progress())
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert max(states.reads) * 4 <= 1 << 18 and sum(states.reads) >= raw.size
-    assert peak < raw.nbytes / 2, f"build held {peak} bytes for {raw.nbytes} bytes of states"
-    assert progress[0][1] == len(raw) and sum(progress[1:]) == len(raw)
-    assert (tmp_path / "m").stat().st_size <= raw.nbytes / 4 + 8192
-    assert index.match([1, 5, 7], 0.2) == search.brute_force_match(raw, [1, 5, 7], 0.2)
-    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+        tracemalloc.start()
+        index = search.MatchIndex.build(states, folder / "m", progress=Progress())
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert max(states.reads) * 4 <= 1 << 18 and sum(states.reads) >= raw.size
+        assert progress[0][1] == len(raw) and sum(progress[1:]) == len(raw)
+        assert (folder / "m").stat().st_size <= raw.nbytes / 4 + 8192
+        assert index.match([1, 5, 7], 0.2) == search.brute_force_match(raw, [1, 5, 7], 0.2)
+        assert not [p for p in folder.iterdir() if "partial" in p.name]
+    assert peaks[1] - peaks[0] < 4 << 20, f"build memory grew by {peaks[1] - peaks[0]} bytes for 24 MB more states"
+
+
+def test_build_codes_equal_a_float64_reference_across_blocks_tiles_and_chunk_runs(tmp_path, monkeypatch):
+    """Streamed from the file in blocks that cross runs of chunks (stored backwards), encoded in tiles by
+    several workers at once: every code is clip(floor(value * scale) - base, 0, 255) computed in float64,
+    NaN code 0, values at code edges included."""
+    monkeypatch.setattr(search, "_BLOCK_BYTES", 40 * 4 * 37)
+    monkeypatch.setattr(search, "_TILE_VALUES", 40 * 5)
+    monkeypatch.setattr(search, "_workers", lambda: 3)
+    rng = np.random.default_rng(7)
+    for transform in search.TRANSFORMS:
+        raw = (np.cumsum(rng.standard_normal((2000, 40)), axis=0) * 0.3).astype(np.float32)
+        raw[rng.random(raw.shape) < 0.01] = 0.0
+        raw[5, 30:34] = [np.nan, np.inf, -np.inf, -0.0]
+        raw[6, 30:33] = [1e-45, -1e-45, 3e38]
+        low, high = search._sample_range(search._StateReader(raw, transform), *raw.shape)
+        scale, base = search._code_scales(low, high)
+        if transform == "none":                  # values on every code edge, inside the range (same scales)
+            edges = ((np.arange(1, 256)[:, None] + base[:20]) / scale[:20]).astype(np.float32)
+            raw[100:355, :20] = np.clip(edges, low[:20].astype(np.float32), high[:20].astype(np.float32))
+        folder = tmp_path / transform
+        folder.mkdir()
+        states = _states_file(folder, raw, chunks=(16, 40), backwards=True)
+        values = search.transformed(raw, transform).astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            expected = np.clip(np.nan_to_num(np.floor(values * scale) - base, nan=0.0), 0, 255)
+        index = search.MatchIndex.build(states, folder / "m", transform=transform)
+        assert np.array_equal(index._scale, scale) and np.array_equal(index._base, base)
+        assert (index._codes == expected.T.astype(np.uint8)).all()
+        assert index.match([0, 3, 9], 0.3) == search.brute_force_match(raw, [0, 3, 9], 0.3, transform=transform)
 
 
 def test_index_reopens_and_answers_the_same(tmp_path):
