@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from PIL import Image
 from torch import nn
 
 from core.align import Alignment, Batch, align
@@ -42,6 +43,7 @@ MIN_IOU = 0.04
 TOP_K = 8
 CURVE_POINTS = 101                     # quantiles 0, 0.01, ..., 1 per unit: the activation histogram's data
 CACHE_BYTES = 1 << 29                  # a dataset whose decoded batches fit is read from disk once
+THUMBNAIL = 128                        # pixels on the longer side of a rendered image, at least
 REPORT = "report.json"
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -393,6 +395,20 @@ def rank_units(model: nn.Module, layer: str, target_class: int, images: np.ndarr
     return sorted(ranking, key=lambda r: (r["change"], r["unit"]))
 
 
+def highlight(pixels: np.ndarray, act_map: np.ndarray, threshold: float, direction: int) -> np.ndarray:
+    """uint8 `pixels` `[ih, iw, 3]` with the region where `act_map` `[h, w]`, upsampled bilinearly to the image,
+    is on (above `threshold`, or below it for direction -1) kept bright and outlined, the rest dimmed."""
+    grid = torch.from_numpy(np.ascontiguousarray(act_map, np.float32))[None, None]
+    upsampled = torch.nn.functional.interpolate(grid, size=pixels.shape[:2], mode="bilinear", align_corners=False)
+    values = upsampled[0, 0].numpy()
+    on = values > threshold if direction >= 0 else values < threshold
+    padded = np.pad(on, 1, mode="edge")
+    inner = on & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    out = np.where(on[..., None], pixels, pixels * 0.3 + 0.7 * 235).astype(np.uint8)
+    out[on & ~inner] = (255, 140, 0)
+    return out
+
+
 # -- services of a units project -----------------------------------------------------------------------------------
 
 
@@ -463,11 +479,13 @@ class Units:
         return int(unit)
 
     def units(self, layer: str, sort: str = "iou", descending: bool | None = None) -> list[dict[str, Any]]:
-        """Every unit's card, sorted by `sort` (iou: best first; label, unit: ascending unless `descending`)."""
+        """Every unit's card with its activation quantiles, sorted by `sort` (iou: best first; label, unit:
+        ascending unless `descending`)."""
         if sort not in SORT_KEYS:
             raise ValueError(f"sort: must be one of {', '.join(SORT_KEYS)}, got {sort!r}")
         descending = sort == "iou" if descending is None else descending
-        cards = list(self._layer(layer)["cards"])
+        data = self._layer(layer)
+        cards = [{**card, "quantiles": np.round(data["curve"][card["unit"]], 6).tolist()} for card in data["cards"]]
         key = {"iou": lambda c: (c["iou"], -c["unit"]), "label": lambda c: (c["label"], c["unit"]),
                "unit": lambda c: c["unit"]}[sort]
         return sorted(cards, key=key, reverse=descending)
@@ -504,10 +522,56 @@ class Units:
                            for rank, top in enumerate(card["top"])]}
 
     def image_path(self, item: int) -> Path:
-        """The file of dataset item `item` (an index into index.csv's rows)."""
+        """The file of dataset item `item` (an index into index.csv's rows), which must lie inside the dataset."""
         if not isinstance(item, (int, np.integer)) or not 0 <= item < len(self.dataset):
             raise LookupError(f"item: {item!r} is not an image of the dataset (0..{len(self.dataset) - 1})")
-        return self.dataset.folder / "images" / self.dataset.records[item].image
+        root = self.dataset.folder.resolve()
+        path = (root / "images" / self.dataset.records[item].image).resolve()
+        if not path.is_relative_to(root):
+            raise LookupError(f"item: image {self.dataset.records[item].image!r} lies outside the dataset folder")
+        return path
+
+    def thumbnail(self, item: int, layer: str | None = None, unit: int | None = None) -> Path:
+        """A PNG of dataset image `item` with THUMBNAIL to 2 * THUMBNAIL pixels on its longer side (small images
+        scaled up by a whole factor), and with `unit` of `layer` given (`item` then one of its top images) the
+        region where the unit is on highlighted; rendered once into `cache_dir/thumbnails`, keyed by the image's
+        and the dissection's file identity."""
+        path = self.image_path(item)
+        sources = [path]
+        act_map = None
+        if (layer is None) != (unit is None):
+            raise ValueError("unit: give both layer and unit, or neither")
+        if layer is not None:
+            data = self._layer(layer)
+            unit = self._unit(data, unit)
+            card = data["cards"][unit]
+            ranks = [rank for rank, top in enumerate(card["top"]) if top["item"] == item]
+            if not ranks:
+                raise LookupError(f"item: {item} is not a top image of unit {unit} of layer {layer!r}")
+            act_map = (data["maps"][unit, ranks[0]].astype(np.float32), card["threshold"], card["direction"])
+            sources.append(data["folder"] / "top.npz")
+        identity = [[str(s), s.stat().st_mtime_ns, s.stat().st_size] for s in sources]
+        key = hashlib.sha256(json.dumps([item, layer, unit, THUMBNAIL, identity]).encode()).hexdigest()[:24]
+        target = self.cache_dir / "thumbnails" / f"{item}-{key}.png"
+        if not target.is_file():
+            with Image.open(path) as image:
+                pixels = np.asarray(image.convert("RGB"))
+            rendered = highlight(pixels, *act_map) if act_map is not None else pixels
+            longest = max(pixels.shape[:2])
+            factor = -(-THUMBNAIL // longest) if longest < THUMBNAIL else min(1.0, 2 * THUMBNAIL / longest)
+            size = (max(1, round(pixels.shape[1] * factor)), max(1, round(pixels.shape[0] * factor)))
+            picture = Image.fromarray(rendered).resize(
+                size, Image.Resampling.NEAREST if factor >= 1 else Image.Resampling.LANCZOS)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".thumb-", suffix=".tmp")
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    picture.save(file, format="PNG")
+                os.replace(temporary, target)
+            except BaseException:
+                os.unlink(temporary)
+                raise
+        return target
 
     def detectors(self, layer: str) -> dict[str, Any]:
         """Detectors (IoU >= min_iou) per concept, grouped by category, most first: NetDissect's bar graph."""

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from flask import Flask, jsonify, send_from_directory
 
-from seqvis.server import errors, explorer_api, projects_api, translate_api
+from seqvis.server import errors, explorer_api, projects_api, translate_api, units_api
 from seqvis.workspace import Workspace
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
@@ -18,7 +18,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(config or {})
     app.extensions["workspace"] = app.config.get("WORKSPACE") or Workspace(Path(app.config["DATA_DIR"]))
     errors.install(app)
-    for blueprint in (projects_api.blueprint, explorer_api.blueprint, translate_api.blueprint):
+    for blueprint in (projects_api.blueprint, explorer_api.blueprint, translate_api.blueprint,
+                      units_api.blueprint):
         app.register_blueprint(blueprint)
 
     @app.get("/api")
