@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from seqvis.progress import Progress
@@ -27,6 +28,19 @@ DEMOS: dict[str, Builder] = {
     "units": _module("seqvis.demo.units"),
     "translate": _module("seqvis.demo.translate"),
 }
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Train with `threads` torch threads (the server serves with one), restoring the setting afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def demo_folder(name: str) -> str:

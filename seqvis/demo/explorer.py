@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqvis.demo import pytokens
+from seqvis.demo import pytokens, torch_threads
 from seqvis.extract import Tokenizer, write_token_project
 from seqvis.progress import Progress
 
@@ -219,12 +219,8 @@ def annotate(corpus: StdlibCorpus, names: list[str], chars: int | None, progress
 def build(out_dir: Path, progress: Progress, tiny: bool) -> None:
     """Train the model, measure it on the held-out files and write the project with its weights into `out_dir`."""
     plan = TINY if tiny else FULL
-    threads = torch.get_num_threads()
-    torch.set_num_threads(plan.threads)
-    try:
+    with torch_threads(plan.threads):
         _build(Path(out_dir), progress, plan, "tiny_factory" if tiny else "factory")
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _build(out_dir: Path, progress: Progress, plan: Plan, factory_name: str) -> None:

@@ -29,6 +29,7 @@ import yaml
 from babel.dates import format_date
 from torch import nn
 
+from seqvis.demo import torch_threads
 from seqvis.progress import Progress
 from seqvis.projects import ProjectError, Seq2SeqProject
 from seqvis.translate import Encoding, Seq2SeqAdapter, beam_search, greedy
@@ -327,12 +328,8 @@ def write_states(path: Path, model: DateTranslator, sources: list[list[int]], ta
 def build(out_dir: Path, progress: Progress, tiny: bool) -> None:
     """Generate the pairs, train the model, measure it on held-out days and write the project into `out_dir`."""
     plan = TINY if tiny else FULL
-    threads = torch.get_num_threads()
-    torch.set_num_threads(plan.threads)
-    try:
+    with torch_threads(plan.threads):
         _build(Path(out_dir), progress, plan)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _build(out_dir: Path, progress: Progress, plan: Plan) -> None:

@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from seqvis.demo import torch_threads
 from seqvis.progress import Progress
 
 SIZE = 64
@@ -320,12 +321,8 @@ def write_dataset(folder: Path, data: Composed, class_names: list[str], progress
 def build(out_dir: Path, progress: Progress, tiny: bool) -> None:
     """Compose the data, train the model, measure it, dissect its layers and write the units project into `out_dir`."""
     plan = TINY if tiny else FULL
-    threads = torch.get_num_threads()
-    torch.set_num_threads(plan.threads)
-    try:
+    with torch_threads(plan.threads):
         _build(Path(out_dir), progress, plan)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _build(out_dir: Path, progress: Progress, plan: Plan) -> None:
