@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.atomic import write_text
 from core.stats import Quantile
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -119,7 +119,7 @@ class _Result:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the result as JSON, atomically (temporary file in the same folder, then rename)."""
-        _write_atomically(path, json.dumps(self.to_dict()))
+        write_text(path, json.dumps(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Any:
@@ -209,7 +209,7 @@ class Alignment(_Result):
         for r in self.labels():
             writer.writerow([r.unit, r.category, r.label, f"{r.iou:.6f}", r.direction,
                              "" if r.baseline_iou is None else f"{r.baseline_iou:.6f}", repr(r.threshold)])
-        _write_atomically(path, text.getvalue())
+        write_text(path, text.getvalue())
 
 
 def align(batches: Callable[[], Iterable[Batch]], concepts: Sequence[str], categories: Sequence[str],
@@ -824,7 +824,7 @@ class ThresholdSearch(_Result):
             writer.writerow([r.unit, r.category, r.label, r.direction, repr(r.threshold), f"{r.iou:.6f}",
                              f"{r.ap:.6f}", "" if r.baseline_iou is None else f"{r.baseline_iou:.6f}",
                              "" if r.baseline_ap is None else f"{r.baseline_ap:.6f}"])
-        _write_atomically(path, text.getvalue())
+        write_text(path, text.getvalue())
 
 
 def search_thresholds(acts: Any, masks: ArrayLike, concepts: Sequence[str], categories: Sequence[str],
@@ -944,15 +944,3 @@ class _Ranked:
             out[1, d] = iou[rows, best]
             out[2, d] = (inter / on).sum(1) / m
         return out
-
-
-def _write_atomically(path: str | os.PathLike, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".align-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise

@@ -14,12 +14,13 @@ dict of numpy arrays and Python scalars that `np.savez` stores as is (`save` / `
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+from core.atomic import atomic_file
 
 ArrayLike = torch.Tensor | np.ndarray
 _CHUNK_VALUES = 1 << 24     # at most this many values are sorted or converted at a time
@@ -428,16 +429,8 @@ _KINDS: dict[str, type[Statistic]] = {cls.__name__: cls for cls in (Moments, Qua
 
 def save(stat: Statistic, path: str | os.PathLike) -> None:
     """Write `stat` to an .npz file at `path` atomically (temporary file in the same folder, then rename)."""
-    state = stat.state_dict()
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".stats-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **state)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_file(path) as file:
+        np.savez(file, **stat.state_dict())
 
 
 def load(path: str | os.PathLike) -> Statistic:

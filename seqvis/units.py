@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from PIL import Image
 from torch import nn
 
 from core.align import Alignment, Batch, align
+from core.atomic import atomic_file, write_text
 from core.hooks import Trace, TraceDict, ablate, get_module
 from core.stats import Quantile, TopK
 from seqvis.broden import Broden, BrodenBatch
@@ -197,18 +197,6 @@ def _record_top_maps(results: dict[str, LayerDissection], dataset: Broden,
 # -- results on disk ---------------------------------------------------------------------------------------------
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically (temporary file in the same folder, then rename)."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-
-
 def unit_records(result: LayerDissection, dataset: Broden) -> list[dict[str, Any]]:
     """One JSON-ready card per unit: label, category, IoU, direction, threshold, baseline, detector, top images."""
     cards = []
@@ -237,17 +225,15 @@ def write_dissection(folder: str | os.PathLike, results: dict[str, LayerDissecti
         where.mkdir(parents=True, exist_ok=True)
         result.alignment.save(where / "alignment.json")
         result.alignment.to_csv(where / "tally.csv")
-        _write_text(where / "units.json", json.dumps(unit_records(result, dataset)))
-        handle, temporary = tempfile.mkstemp(dir=where, prefix=".top-", suffix=".tmp")
-        with os.fdopen(handle, "wb") as file:
+        write_text(where / "units.json", json.dumps(unit_records(result, dataset)))
+        with atomic_file(where / "top.npz") as file:
             np.savez(file, items=result.top_items, values=result.top_values, maps=result.top_maps, curve=result.curve)
-        os.replace(temporary, where / "top.npz")
         units, height, width = result.shape
         layers.append({"name": name, "folder": name, "units": units, "height": height, "width": width,
                        "detectors": sum(r.detector for r in result.alignment.labels())})
     report = {"format": "seqvis.dissection", "version": 1,
               "settings": {**settings, "dataset": dataset.identity(), "images": len(dataset)}, "layers": layers}
-    _write_text(folder / REPORT, json.dumps(report, indent=1))
+    write_text(folder / REPORT, json.dumps(report, indent=1))
     return folder / REPORT
 
 
@@ -563,14 +549,8 @@ class Units:
             picture = Image.fromarray(rendered).resize(
                 size, Image.Resampling.NEAREST if factor >= 1 else Image.Resampling.LANCZOS)
             target.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".thumb-", suffix=".tmp")
-            try:
-                with os.fdopen(handle, "wb") as file:
-                    picture.save(file, format="PNG")
-                os.replace(temporary, target)
-            except BaseException:
-                os.unlink(temporary)
-                raise
+            with atomic_file(target) as file:
+                picture.save(file, format="PNG")
         return target
 
     def detectors(self, layer: str) -> dict[str, Any]:
@@ -634,7 +614,7 @@ class Units:
             return json.loads(path.read_text(encoding="utf-8"))
         result = compute()
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_text(path, json.dumps(result))
+        write_text(path, json.dumps(result))
         return result
 
     def ablate(self, layer: str, units: Sequence[int] | None = None, label: str | None = None) -> dict[str, Any]:
