@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import importlib
 import re
-import shutil
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +42,7 @@ import torch
 import yaml
 from torch import nn
 
+from core.atomic import atomic_folder
 from core.hooks import Trace, TraceDict, get_module
 from seqvis.vocab import Tokenizer, split_documents, write_dict
 
@@ -363,36 +362,6 @@ def _pools(runs: list[tuple[int, int]], rows: int) -> Iterator[list[tuple[int, i
         yield pool
 
 
-@contextmanager
-def _atomic_folder(out_dir: Path, overwrite: bool) -> Iterator[Path]:
-    """A hidden sibling folder to build in, renamed to `out_dir` on success and deleted on any failure."""
-    _check_target(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = out_dir.with_name(f".{out_dir.name}.building-{uuid.uuid4().hex[:8]}")
-    work.mkdir()
-    try:
-        yield work
-        _check_target(out_dir, overwrite)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            out_dir.rename(old)
-            work.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            work.rename(out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _check_target(out_dir: Path, overwrite: bool) -> None:
-    """An existing out_dir is refused unless `overwrite` (or it is an empty folder); a file is always refused."""
-    if out_dir.exists() or out_dir.is_symlink():
-        if not out_dir.is_dir() or out_dir.is_symlink():
-            raise FileExistsError(f"out_dir {str(out_dir)!r} exists and is not a folder")
-        if not overwrite and any(out_dir.iterdir()):
-            raise FileExistsError(f"out_dir {str(out_dir)!r} exists; pass overwrite (--overwrite) to replace it")
-
-
 def _check_meta(meta: Mapping[str, Mapping] | None, n_tokens: int) -> dict[str, dict]:
     """The extra meta tracks, checked: name -> {type, values, labels?, range?}."""
     checked: dict[str, dict] = {}
@@ -483,7 +452,7 @@ def write_token_project(out_dir: str | Path, *, model: nn.Module, token_ids: np.
     was_training = model.training
     model.eval()
     try:
-        with _atomic_folder(out_dir.resolve(), overwrite) as work:
+        with atomic_folder(out_dir.resolve(), overwrite) as work:
             layer_names = _write_states(work / "states.h5", recorder, ids, runs, batch_size, segment, progress)
             _write_inputs(work, ids, vocab, starts, tracks)
             description_file = {

@@ -19,8 +19,6 @@ import csv
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ from PIL import Image
 from torch import nn
 
 from core.align import Alignment, Batch, align
-from core.atomic import atomic_file, write_text
+from core.atomic import atomic_file, atomic_folder, write_text
 from core.hooks import Trace, TraceDict, ablate, get_module
 from core.stats import Quantile, TopK
 from seqvis.broden import Broden, BrodenBatch
@@ -237,27 +235,6 @@ def write_dissection(folder: str | os.PathLike, results: dict[str, LayerDissecti
     return folder / REPORT
 
 
-def _atomic_folder(out_dir: Path, overwrite: bool, build: Callable[[Path], None]) -> Path:
-    """Run `build(work)` on a hidden sibling folder of `out_dir` and rename it into place when it succeeds."""
-    if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir()) and not overwrite)):
-        raise FileExistsError(f"out_dir {str(out_dir)!r} exists; pass overwrite (--overwrite) to replace it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = out_dir.with_name(f".{out_dir.name}.building-{uuid.uuid4().hex[:8]}")
-    work.mkdir()
-    try:
-        build(work)
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            out_dir.rename(old)
-            work.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            work.rename(out_dir)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return out_dir
-
-
 def dissection_settings(quantile: float, union: str, signed: bool, batch_size: int) -> dict[str, Any]:
     """The settings a dissection records next to its results."""
     return {"quantile": quantile, "union": union, "signed": signed, "min_iou": MIN_IOU, "baseline": "shuffled",
@@ -288,20 +265,17 @@ def dissect_project(out_dir: str | os.PathLike, *, model: str, layers: Sequence[
     folder `dataset` and write a units project into `out_dir`, which links the dataset (a symlink, not a copy)."""
     from seqvis.extract import load_model
 
-    net = load_model(model, weights)
-    data = Broden(dataset)
-    results = dissect(net, layers, data, quantile=quantile, union=union, signed=signed, batch_size=batch_size,
-                      progress=progress)
-    settings = dissection_settings(quantile, union, signed, batch_size)
     out = Path(out_dir)
-
-    def build(work: Path) -> None:
+    with atomic_folder(out, overwrite) as work:
+        net = load_model(model, weights)
+        data = Broden(dataset)
+        results = dissect(net, layers, data, quantile=quantile, union=union, signed=signed, batch_size=batch_size,
+                          progress=progress)
         (work / "dataset").symlink_to(Path(dataset).resolve(), target_is_directory=True)
         write_units_project(work, model=net, factory=model, dataset="dataset", results=results, data=data,
-                            settings=settings, name=name or out.name,
+                            settings=dissection_settings(quantile, union, signed, batch_size), name=name or out.name,
                             description=f"{model} dissected over {Path(dataset).name} ({len(data)} images)")
-
-    return _atomic_folder(out, overwrite, build)
+    return out
 
 
 
