@@ -89,7 +89,7 @@ def test_cards_sort_detail_and_ablation(live_server, page, project):
     page.mouse.down()
     page.mouse.move(frame["x"] + frame["width"] * 0.6, frame["y"] + frame["height"] * 0.7, steps=4)
     page.mouse.up()
-    page.wait_for_selector("#search-results .search-result", timeout=20_000)
+    page.wait_for_selector("#search-results .search-result", timeout=60_000)
     box = urllib.parse.parse_qs(urllib.parse.urlparse(page.url).query)["box"][0]
     found = api(live_server, project, "search", layer=layer, item=top, box=box, k=12)["results"]
     assert [int(item) for item in page.eval_on_selector_all("#search-results .search-result",
@@ -98,12 +98,14 @@ def test_cards_sort_detail_and_ablation(live_server, page, project):
     page.wait_for_function("""() => [...document.querySelectorAll('#search-results img')]
         .every(image => image.complete && image.naturalWidth > 0)""", timeout=15_000)
     page.check("input[name=mode][value=brush]")           # brush a region instead
+    page.locator("#query-frame").scroll_into_view_if_needed()
+    frame = page.locator("#query-frame").bounding_box()    # results above may have moved it
     page.mouse.move(frame["x"] + frame["width"] * 0.3, frame["y"] + frame["height"] * 0.3)
     page.mouse.down()
     page.mouse.move(frame["x"] + frame["width"] * 0.5, frame["y"] + frame["height"] * 0.6, steps=4)
     page.mouse.up()
     page.wait_for_function("() => document.getElementById('search-status').textContent.includes('brushed')",
-                           timeout=20_000)
+                           timeout=60_000)
     assert page.locator("#search-results .search-result").count() == 12
 
     page.reload()                                          # the view comes back from the address
