@@ -54,6 +54,24 @@ def data_dir(tmp_path: Path) -> Path:
     return data
 
 
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory):
+    """`tiny_demo(name)`: the folder of demo `name`'s tiny build, built once per test session (each in a data
+    folder of its own, which tests may add projects to)."""
+    from seqvis.demo import build_demo
+    from seqvis.progress import Progress
+
+    built: dict[str, Path] = {}
+
+    def folder(name: str) -> Path:
+        if name not in built:
+            built[name] = build_demo(name, tmp_path_factory.mktemp(f"{name}-data"), tiny=True,
+                                     progress=Progress(stream=None))
+        return built[name]
+
+    return folder
+
+
 class LiveServer:
     """The app on a real waitress server bound to 127.0.0.1 on a free port, in a background thread."""
 

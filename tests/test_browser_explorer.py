@@ -13,8 +13,6 @@ import pytest
 import yaml
 from PIL import Image
 
-from seqvis.demo import build_demo
-from seqvis.progress import Progress
 from tests.conftest import make_token_project
 
 pytestmark = pytest.mark.browser
@@ -23,10 +21,9 @@ SIZE = 60
 
 
 @pytest.fixture(scope="session")
-def explorer_data(tmp_path_factory):
+def explorer_data(tiny_demo):
     """A data folder with the tiny explorer demo (built once per session) and a project 650 units wide."""
-    data = tmp_path_factory.mktemp("explorer-data")
-    build_demo("explorer", data, tiny=True, progress=Progress(stream=None))
+    data = tiny_demo("explorer").parent
     make_token_project(data / "wide", name="wide", n_tokens=600, units=650, seed=1)
     return data
 

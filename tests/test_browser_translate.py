@@ -11,18 +11,14 @@ import urllib.request
 import pytest
 import yaml
 
-from seqvis.demo import build_demo
-from seqvis.progress import Progress
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="session")
-def translate_data(tmp_path_factory):
+def translate_data(tiny_demo):
     """A data folder with the tiny translate demo, built once per session."""
-    data = tmp_path_factory.mktemp("translate-data")
-    build_demo("translate", data, tiny=True, progress=Progress(stream=None))
-    return data
+    return tiny_demo("translate").parent
 
 
 @pytest.fixture

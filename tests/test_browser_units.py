@@ -10,18 +10,14 @@ import urllib.request
 import pytest
 import yaml
 
-from seqvis.demo import build_demo
-from seqvis.progress import Progress
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="session")
-def units_data(tmp_path_factory):
+def units_data(tiny_demo):
     """A data folder with the tiny units demo, built once per session."""
-    data = tmp_path_factory.mktemp("units-data")
-    build_demo("units", data, tiny=True, progress=Progress(stream=None))
-    return data
+    return tiny_demo("units").parent
 
 
 @pytest.fixture

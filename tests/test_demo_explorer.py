@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from seqvis.demo import build_demo, explorer, pytokens
+from seqvis.demo import explorer, pytokens
 from seqvis.extract import Tokenizer, extract_corpus, load_model
 from seqvis.progress import Progress
 from seqvis.projects import TokenProject, open_project
@@ -190,9 +190,8 @@ def test_training_stops_at_steps_or_time_and_counts_real_steps(seconds, stopped_
 
 
 @pytest.fixture(scope="module")
-def tiny_project(tmp_path_factory):
-    folder = build_demo("explorer", tmp_path_factory.mktemp("data"), tiny=True, progress=Progress(stream=None))
-    with open_project(folder) as project:
+def tiny_project(tiny_demo):
+    with open_project(tiny_demo("explorer")) as project:
         yield project
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from seqvis.demo import DEMOS, build_demo
+from seqvis.demo import DEMOS
 from seqvis.demo import translate as demo
 from seqvis.projects import ProjectError, Seq2SeqProject, open_project
 from seqvis.translate import greedy, source_ids
@@ -39,10 +39,9 @@ def test_held_out_days_never_reach_training():
 
 
 @pytest.fixture(scope="module")
-def tiny_project(tmp_path_factory):
+def tiny_project(tiny_demo):
     assert "translate" in DEMOS
-    folder = build_demo("translate", tmp_path_factory.mktemp("data"), tiny=True)
-    with open_project(folder) as project:
+    with open_project(tiny_demo("translate")) as project:
         yield project
 
 
