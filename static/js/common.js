@@ -30,6 +30,30 @@ export function showError(error) {
   box.textContent = error ? `${error.message}` : "";
 }
 
+// Run one user action: clear the previous error, show this one's failure in #error.
+export async function act(task) {
+  showError(null);
+  try {
+    await task();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+// Size a canvas's backing store to its CSS box at the screen's pixel ratio; returns its 2-D context, drawing in CSS
+// pixels, that box's width and height, and the ratio.
+export function fitCanvas(canvas, g = canvas.getContext("2d")) {
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth;
+  const height = canvas.clientHeight;
+  if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
+    canvas.width = Math.round(width * ratio);
+    canvas.height = Math.round(height * ratio);
+  }
+  g.setTransform(ratio, 0, 0, ratio, 0, 0);
+  return { g, width, height, ratio };
+}
+
 // Create an element: el("a", {href: "x", class: "y"}, "text", child, ...).
 export function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);

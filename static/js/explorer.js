@@ -1,6 +1,6 @@
 // The hidden-state explorer page: scroll a layer's states over the corpus, brush a range to select the units on
 // there, match them over the whole corpus. The view lives in the address (history.replaceState) so it can be shared.
-import { formatCount, showError } from "./common.js";
+import { act, formatCount, showError } from "./common.js";
 import { heatmap, histogram, legend, renderResults, renderUnits } from "./explorer/panel.js";
 import { wireGestures } from "./explorer/gestures.js";
 import { CorpusBar } from "./explorer/overview.js";
@@ -19,16 +19,6 @@ const page = {
 };
 const layerInfo = () => page.project.layers.find((layer) => layer.name === page.view.layer);
 const clamp = (value, lo, hi) => Math.min(hi, Math.max(lo, value));
-
-// Run one user action: clear the previous error, show this one's failure in #error.
-async function act(task) {
-  showError(null);
-  try {
-    await task();
-  } catch (error) {
-    showError(error);
-  }
-}
 
 function remember() {
   history.replaceState(null, "", formatView(page.view));

@@ -2,7 +2,7 @@
 // a graph and a matrix, output words, top-k per step, the beam tree); ask what if (force a word, move attention,
 // swap a source word) and compare; ask why (the nearest training states of any word's state). The source, the
 // settings and the edits live in the address (history.replaceState), so a session can be shared.
-import { el, showError } from "./common.js";
+import { act, el, showError } from "./common.js";
 import { highlight, linkHover } from "./translate/link.js";
 import { renderMatrix } from "./translate/matrix.js";
 import { renderNeighbours } from "./translate/neighbours.js";
@@ -21,16 +21,6 @@ const page = {
   substitutes: null,      // the substitutes answer for the selected source word
   neighboursOpen: false,
 };
-
-// Run one user action: clear the previous error, show this one's failure in #error.
-async function act(task) {
-  showError(null);
-  try {
-    await task();
-  } catch (error) {
-    showError(error);
-  }
-}
 
 function remember() {
   history.replaceState(null, "", formatState(page.state));

@@ -1,5 +1,6 @@
 // The corpus bar: where the view, the brush, the match results and the search hits lie in the whole corpus.
 // Press on it to see where the view would go, release to go there.
+import { fitCanvas } from "../common.js";
 
 const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
@@ -40,16 +41,7 @@ export class CorpusBar {
   // Draw {tokens, position, size, brush, results: [{start, stop}], hits: [{start, stop}]}.
   draw(scene) {
     this.scene = scene;
-    const { canvas } = this;
-    const g = canvas.getContext("2d");
-    const ratio = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth;
-    const height = canvas.clientHeight;
-    if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
-      canvas.width = Math.round(width * ratio);
-      canvas.height = Math.round(height * ratio);
-    }
-    g.setTransform(ratio, 0, 0, ratio, 0, 0);
+    const { g, width, height } = fitCanvas(this.canvas);
     g.fillStyle = css("--wash");
     g.fillRect(0, 0, width, height);
     const xOf = (token) => (token / scene.tokens) * width;

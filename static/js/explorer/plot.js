@@ -1,5 +1,6 @@
 // The line plot of unit states over the tokens of the view, drawn on a canvas (hundreds of units stay fluid):
 // faint lines for all units, coloured lines for the selected ones, the threshold, the brush and its padding.
+import { fitCanvas } from "../common.js";
 
 const PALETTE = ["#2f6fde", "#e4572e", "#2a9d58", "#9b59b6", "#e0a100", "#17a2b8", "#c0392b", "#8c564b",
   "#d63384", "#4b5563"];
@@ -85,15 +86,7 @@ export class LinePlot {
   draw(scene) {
     const started = performance.now();
     this.scene = scene;
-    const { canvas, context: g } = this;
-    const ratio = window.devicePixelRatio || 1;
-    const width = canvas.clientWidth;
-    const height = canvas.clientHeight;
-    if (canvas.width !== Math.round(width * ratio) || canvas.height !== Math.round(height * ratio)) {
-      canvas.width = Math.round(width * ratio);
-      canvas.height = Math.round(height * ratio);
-    }
-    g.setTransform(ratio, 0, 0, ratio, 0, 0);
+    const { g, width, height, ratio } = fitCanvas(this.canvas, this.context);
     g.fillStyle = css("--paper");
     g.fillRect(0, 0, width, height);
     if (!scene.chunk) return;
