@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from core.atomic import write_text
+from core.kernels import tally_on
 from core.stats import Quantile
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -221,7 +222,8 @@ def align(batches: Callable[[], Iterable[Batch]], concepts: Sequence[str], categ
     `batches()` is called once per pass: once to measure thresholds (unless `thresholds` `[units]`, or
     `[2, units]` high and low when signed, are given) and once to tally. `union="plain"` counts a unit's
     on positions in every item (PNAS); `"category"` (NetDissect-Lite) only in items where they touch a
-    label of the concept's category, or the item carries an item label of that category. `signed=True` also scores -h, on below the bottom-quantile threshold.
+    label of the concept's category, or the item carries an item label of that category. `signed=True`
+    also scores -h, on below the bottom-quantile threshold.
     `resolution` says how finer image concepts meet coarser maps: "upsample" the maps bilinearly (as
     F.interpolate(align_corners=False)), or "pool" each concept to the map (present if anywhere in a cell).
     The baseline pairs each item's activations with the next item's concepts within its batch (a batch
@@ -296,8 +298,8 @@ def _given_thresholds(thresholds: ArrayLike, signed: bool) -> torch.Tensor:
 def _tensor(x: Any, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu()
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, np.ndarray):         # kept in place unless torch cannot view it (negative strides)
+        return torch.from_numpy(x if min(x.strides, default=0) >= 0 else np.ascontiguousarray(x))
     raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
@@ -426,8 +428,8 @@ def _measure_thresholds(batches: Callable[[], Iterable[Batch]], quantile: float,
             progress.update(acts.shape[0])
     if not sketch.count:
         raise ValueError("batches() yielded no activations to measure thresholds on")
-    low, high = sketch.quantiles([quantile, 1 - quantile]).T
-    return torch.from_numpy(np.stack([high, low] if signed else [high]).astype(np.float32)), items
+    limits = sketch.quantiles([1 - quantile, quantile] if signed else [1 - quantile])     # high (and low)
+    return torch.from_numpy(np.ascontiguousarray(limits.T, dtype=np.float32)), items
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -436,19 +438,11 @@ def _measure_thresholds(batches: Callable[[], Iterable[Batch]], quantile: float,
 
 @dataclass(frozen=True)
 class _Bands:
-    """One axis of bilinear upsampling (align_corners=False) from cells to pixels, cut into bands.
-
-    The pixels of a band interpolate the same two cells `low` and `high` (equal when one is used), so
-    over a tile (a row band by a column band) the upsampled map stays below the largest of its four
-    cells. `w_low`, `w_high` are `[bands, longest]`, padded with NaN weights, so padding is never on.
-    """
-    low: torch.Tensor
-    high: torch.Tensor
-    block: torch.Tensor | None  # i: the band lies between cells i - 1 and i (clipped); None: band b is block b
-    start: torch.Tensor         # first pixel of each band
-    length: torch.Tensor
-    w_low: torch.Tensor
-    w_high: torch.Tensor
+    """One axis of bilinear upsampling (align_corners=False) from cells to pixels, cut into bands whose
+    pixels interpolate the same two cells, in the form `core.kernels.tally_on` reads."""
+    index: np.ndarray           # [4, bands] int64: low cell, high cell (equal when one is used), first pixel, pixels
+    weight: np.ndarray          # [2, bands, longest] float32: the low and the high cell's weight per pixel
+    cells: np.ndarray           # [2, cells] int64: the first and last band of each cell (none: first > last)
 
     @classmethod
     def of(cls, cells: int, pixels: int) -> _Bands:
@@ -461,119 +455,44 @@ class _Bands:
         high = torch.where((w_high > 0) & (low < cells - 1), low + 1, low)
         _, length = torch.unique_consecutive(low * cells + high, return_counts=True)
         start = length.cumsum(0) - length
-        offset = torch.arange(int(length.max()))
-        inside = offset < length[:, None]
-        pixel = torch.where(inside, start[:, None] + offset, start[:, None])
-        nan = torch.tensor(float("nan"))
-        low, high = low[start], high[start]
-        block = torch.where((low == 0) & (high == 0), 0, low + 1)
-        block = None if torch.equal(block, torch.arange(cells + 1)) else block
-        return cls(low, high, block, start, length,
-                   torch.where(inside, 1 - w_high[pixel], nan), torch.where(inside, w_high[pixel], nan))
+        pixel = (start[:, None] + torch.arange(int(length.max()))).clamp(max=pixels - 1)
+        low, high = low[start].numpy(), high[start].numpy()
+        corner = (low[None, :] == np.arange(cells)[:, None]) | (high[None, :] == np.arange(cells)[:, None])
+        bands = np.arange(len(low))
+        return cls(np.stack([low, high, start.numpy(), length.numpy()]),
+                   torch.stack([1 - w_high[pixel], w_high[pixel]]).numpy(),
+                   np.stack([np.where(corner, bands, len(low)).min(1), np.where(corner, bands, -1).max(1)]))
+
+    @classmethod
+    def none(cls) -> _Bands:
+        return cls(np.zeros((4, 0), np.int64), np.zeros((2, 0, 0), np.float32), np.zeros((2, 0), np.int64))
 
 
-def _nonzero(mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The indices of the set entries of `mask`, one tensor per dimension.
-
-    numpy's flatnonzero and divmod take a fraction of the time of torch.nonzero (and of numpy's own
-    multi-dimensional nonzero) here.
-    """
-    index, coordinates = np.flatnonzero(mask.numpy()), []
-    for size in reversed(mask.shape[1:]):
-        index, coordinate = np.divmod(index, size)
-        coordinates.append(coordinate)
-    return tuple(torch.from_numpy(c) for c in [index, *reversed(coordinates)])
-
-
-def _direct_on(acts: torch.Tensor, limit: torch.Tensor, below: bool,
-               valid: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(item * units + unit, position) where `acts` `[n, U, P]` exceed `limit` `[U]` (or are below it)."""
-    on = acts < limit[:, None] if below else acts > limit[:, None]
-    if valid is not None:
-        on &= valid[:, None, :]
-    pair, position = _nonzero(on.reshape(-1, on.shape[2]))
-    return pair, position
-
-
-def _upsampled_on(acts: torch.Tensor, limit: torch.Tensor, rows: _Bands, cols: _Bands,
-                  width: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(item * units + unit, pixel) where the bilinear upsampling of `acts` `[n, U, h, w]` exceeds `limit` `[U]`,
-    by row band.
-
-    A tile (a row band by a column band) stays below the largest of its four cells, so only tiles with
-    a cell over the threshold are looked at, and within them only columns whose first or last pixel is
-    on (a column is linear). Pixel values use the arithmetic of torch's kernel, so the on pixels are
-    those of thresholding F.interpolate, up to its rounding (it may fuse a multiply-add).
-    """
-    n, units, h, w = acts.shape
-    pairs = n * units
-    pair, row, col = _nonzero((acts > limit[:, None, None]).reshape(pairs, h, w))         # the cells on
-    active = torch.zeros(h + 1, pairs, w + 1, dtype=torch.bool)      # tile block (i, j): cells i-1..i, j-1..j
-    corner = (row * pairs + pair) * (w + 1) + col
-    for offset in (0, 1, pairs * (w + 1), pairs * (w + 1) + 1):      # the four tiles each on cell is a corner of
-        active.view(-1)[corner + offset] = True
-    if rows.block is not None:
-        active = active.index_select(0, rows.block)
-    if cols.block is not None:
-        active = active.index_select(2, cols.block)
-    row_band, pair, col_band = _nonzero(active)                      # in order of row band
-    flat = acts.reshape(-1)
-
-    def cell(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
-        index = pair * (h * w) + row.index_select(0, row_band) * w + col.index_select(0, col_band)
-        return flat.index_select(0, index)[:, None]
-
-    wx_low, wx_high = cols.w_low.index_select(0, col_band), cols.w_high.index_select(0, col_band)
-    top = cell(rows.low, cols.low) * wx_low + cell(rows.low, cols.high) * wx_high      # [tiles, longest]
-    bottom = cell(rows.high, cols.low) * wx_low + cell(rows.high, cols.high) * wx_high
-    tile_limit = limit.repeat(n).index_select(0, pair)[:, None]
-    end = 0
-    for band, count in enumerate(torch.bincount(row_band, minlength=len(rows.low)).tolist()):
-        begin, end = end, end + count
-        length, first = int(rows.length[band]), int(rows.start[band])
-        w_low, w_high = rows.w_low[band, :length], rows.w_high[band, :length]
-        upper, lower, bound = top[begin:end], bottom[begin:end], tile_limit[begin:end]
-        tile_of, col_in = _nonzero((upper * w_low[0] + lower * w_high[0] > bound)
-                                   | (upper * w_low[-1] + lower * w_high[-1] > bound))
-        column = tile_of * upper.shape[1] + col_in
-        value = (upper.reshape(-1).index_select(0, column)[:, None] * w_low
-                 + lower.reshape(-1).index_select(0, column)[:, None] * w_high)
-        hit, row_in = _nonzero(value > bound.reshape(-1).index_select(0, tile_of)[:, None])
-        tile_of = tile_of.index_select(0, hit) + begin
-        column_pixel = cols.start.index_select(0, col_band.index_select(0, tile_of)) + col_in.index_select(0, hit)
-        yield pair.index_select(0, tile_of), column_pixel + (first + row_in) * width
-
-
-def _on_positions(parsed: _Parsed, limit: torch.Tensor, below: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(item * units + unit, tally position) of a batch's on positions, valid ones only, a bounded chunk of
-    items (of activation values) at a time."""
-    n, units = parsed.acts.shape[:2]
-    step = max(1, _CHUNK_VALUES // parsed.acts[0].numel())
-    if parsed.upsample_to is not None:
-        (height, width), (h, w) = parsed.upsample_to, parsed.acts.shape[2:]
+def _on_hits(parsed: _Parsed, slots: torch.Tensor, concepts: int, limit: torch.Tensor, below: bool,
+             sides: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(pair ids, their on positions, `[sides, pairs, C + 1]` labels under them) of a batch's (item, unit)
+    pairs with on positions, a bounded chunk of items at a time (`core.kernels.tally_on`)."""
+    acts = parsed.acts.numpy()
+    n, units = acts.shape[:2]
+    if parsed.upsample_to is None:
+        acts, rows, cols, width = acts.reshape(n, units, 1, -1), _Bands.none(), _Bands.none(), 0
+    else:
+        (height, width), (h, w) = parsed.upsample_to, acts.shape[2:]
         rows, cols = _Bands.of(h, height), _Bands.of(w, width)
-    for start in range(0, n, step):
-        chunk = parsed.acts[start:start + step]
-        if parsed.upsample_to is None:
-            valid = None if parsed.valid is None else parsed.valid[start:start + step]
-            pair, position = _direct_on(chunk, limit, below, valid)
-            yield pair + start * units, position
-            continue
-        sign = -1 if below else 1                   # -h above -T_low is h below T_low
-        bands = _upsampled_on(sign * chunk, sign * limit, rows, cols, width)
-        pair, position = (torch.cat(parts) for parts in zip(*bands))
-        pair += start * units
-        if parsed.valid is not None:
-            keep = parsed.valid.reshape(-1).index_select(0, pair.div(units, rounding_mode="floor") * height * width
-                                                         + position)
-            pair, position = pair[keep], position[keep]
-        yield pair, position
+    labels = np.ascontiguousarray(slots.numpy())
+    valid = np.zeros((0, 0), bool) if parsed.valid is None else np.ascontiguousarray(parsed.valid.numpy())
+    sign, limit = (np.float32(-1), -limit) if below else (np.float32(1), limit)
+    step = max(1, _CHUNK_VALUES // (units * (concepts + 1) * sides))      # bounds the counts
+    for first in range(0, n, step):
+        pairs, counts, hits = tally_on(acts, sign, np.ascontiguousarray(limit.numpy()), first, min(n, first + step),
+                                       rows.index, rows.weight, rows.cells, cols.index, cols.weight, cols.cells,
+                                       width, parsed.upsample_to is None, labels, sides, valid, concepts)
+        yield torch.from_numpy(pairs), torch.from_numpy(counts), torch.from_numpy(hits)
 
 
 @dataclass
 class _Concepts:
-    """The concepts that the items of one batch are paired with, at tally positions, and their sums."""
-    slots: torch.Tensor              # [maps, n, Pt] int32 of the paired items; a concept at most once per position
+    """The concept sums of the items that one batch's items are paired with."""
     item_labels: torch.Tensor        # [n, C] float64, of the paired items
     labelled: torch.Tensor           # [n, C] float64 positions labelled with each concept
     item_category: torch.Tensor      # [n, categories] bool: the paired item carries an item label of the category
@@ -581,34 +500,32 @@ class _Concepts:
 
     @classmethod
     def own(cls, slots: torch.Tensor, item_labels: torch.Tensor, valid: torch.Tensor | None,
-            category_of: torch.Tensor) -> _Concepts:
-        """Each item with its own concepts, less labels on padding, repeats and those an item label overrules."""
+            category_of: torch.Tensor) -> tuple[torch.Tensor, _Concepts]:
+        """Each item with its own concepts: the label slots less labels on padding, repeats and those an item
+        label overrules (a concept at most once per position), and their sums."""
         if valid is not None:
             slots = slots * valid
         counts = _slot_counts(slots, item_labels.shape[1])
         slots, changed = _drop_repeats(slots, counts, item_labels)
         if changed:
             counts = _slot_counts(slots, item_labels.shape[1])
-        return cls._summed(slots, item_labels, counts.sum(0)[:, 1:], valid, category_of)
+        return slots, cls._summed(item_labels, counts.sum(0)[:, 1:], valid, slots.shape[2], category_of)
 
-    def shuffled(self, valid: torch.Tensor | None, category_of: torch.Tensor) -> _Concepts:
+    def shuffled(self, slots: torch.Tensor, valid: torch.Tensor | None, category_of: torch.Tensor) -> _Concepts:
         """Each item paired with the next item's concepts (the last with the first): the baseline."""
-        slots = self.slots.roll(-1, 1)
         if valid is None:
             labelled = self.labelled.roll(-1, 0)
         else:                                   # the next item's labels, where this item is not padding
-            slots = slots * valid
-            labelled = _slot_counts(slots, self.item_labels.shape[1]).sum(0)[:, 1:]
-        return self._summed(slots, self.item_labels.roll(-1, 0) > 0, labelled, valid, category_of)
+            labelled = _slot_counts(slots.roll(-1, 1) * valid, self.item_labels.shape[1]).sum(0)[:, 1:]
+        return self._summed(self.item_labels.roll(-1, 0) > 0, labelled, valid, slots.shape[2], category_of)
 
     @classmethod
-    def _summed(cls, slots: torch.Tensor, item_labels: torch.Tensor, labelled: torch.Tensor,
-                valid: torch.Tensor | None, category_of: torch.Tensor) -> _Concepts:
-        n, points = slots.shape[1:]
+    def _summed(cls, item_labels: torch.Tensor, labelled: torch.Tensor, valid: torch.Tensor | None, points: int,
+                category_of: torch.Tensor) -> _Concepts:
         positions = (valid.sum(1, dtype=torch.float64) if valid is not None
-                     else torch.full((n,), float(points), dtype=torch.float64))
+                     else torch.full((len(item_labels),), float(points), dtype=torch.float64))
         items = item_labels.double()
-        return cls(slots, items, labelled, items @ category_of > 0, labelled.sum(0) + positions @ items)
+        return cls(items, labelled, items @ category_of > 0, labelled.sum(0) + positions @ items)
 
 
 def _slot_counts(slots: torch.Tensor, concepts: int) -> torch.Tensor:
@@ -646,44 +563,21 @@ class _Sums:
         self.unit_on_category = torch.zeros(directions, units, categories, dtype=torch.float64)
         self.concept_count = torch.zeros(concepts, dtype=torch.float64)
 
-    def add(self, direction: int, side: _Concepts, on: _On, touches: torch.Tensor | None) -> None:
-        """Count a batch's on positions by the labels of their paired items, and by category if `touches`
-        (`[C, K]` concept -> category). One bincount over (active pair, label) keys gives both the
-        intersections and which categories each (item, unit) touches."""
-        maps, n, points = side.slots.shape
-        units, concepts = self.inter.shape[1:]
-        labels = np.take(side.slots.view(maps, n * points).numpy(), on.rows, axis=1)                # [maps, on]
-        width = np.int32 if len(on.pairs) * (concepts + 1) < 2**31 else np.int64
-        key = torch.from_numpy((on.slot.astype(width, copy=False) * width(concepts + 1) + labels).reshape(-1))
-        hits = torch.bincount(key, minlength=len(on.pairs) * (concepts + 1)).view(-1, concepts + 1)[:, 1:]
-        unit, item = on.pairs % units, on.pairs.div(units, rounding_mode="floor")
-        self.inter[direction].index_add_(0, unit, hits.double())
-        self.inter[direction] += on.counts.view(n, units).T @ side.item_labels
+    def add(self, direction: int, side: _Concepts, pairs: torch.Tensor, counts: torch.Tensor, hits: torch.Tensor,
+            touches: torch.Tensor | None) -> None:
+        """Add the labels under the on positions of (item, unit) `pairs` (`hits` `[pairs, C + 1]`; `counts`
+        `[n, units]` on positions of every pair), and by category if `touches` (`[C, K]` concept -> category)."""
+        units = self.inter.shape[1]
+        unit, item = pairs % units, pairs.div(units, rounding_mode="floor")
+        self.inter[direction].index_add_(0, unit, hits[:, 1:].double())
+        self.inter[direction] += counts.T @ side.item_labels
         if touches is not None:
-            present = ((hits > 0).float() @ touches > 0) | side.item_category.index_select(0, item)   # [pairs, K]
-            self.unit_on_category[direction].index_add_(0, unit, on.counts[on.pairs, None] * present)
+            present = ((hits[:, 1:] > 0).float() @ touches > 0) | side.item_category.index_select(0, item)  # [pairs, K]
+            self.unit_on_category[direction].index_add_(0, unit, counts.view(-1)[pairs, None] * present)
 
     def as_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return (self.inter.round().long().numpy(), self.unit_on_category.round().long().numpy(),
                 self.concept_count.round().long().numpy())
-
-
-@dataclass
-class _On:
-    """Some of a batch's on positions in one direction, keyed by the (item, unit) pairs that have any."""
-    pairs: torch.Tensor         # [pairs] item * units + unit, of the pairs with on positions
-    counts: torch.Tensor        # [n * units] float64 on positions of every pair
-    slot: np.ndarray            # [on] int32 index into `pairs` of each on position
-    rows: np.ndarray            # [on] item * positions + position of each on position
-
-    @classmethod
-    def of(cls, pair: torch.Tensor, position: torch.Tensor, n: int, units: int, points: int) -> _On:
-        counts = torch.bincount(pair, minlength=n * units)
-        pairs = counts.nonzero()[:, 0]
-        slot = torch.zeros(n * units, dtype=torch.int32)
-        slot[pairs] = torch.arange(len(pairs), dtype=torch.int32)
-        rows = pair.div(units, rounding_mode="floor") * points + position
-        return cls(pairs, counts.double(), slot.index_select(0, pair).numpy(), rows.numpy())
 
 
 @dataclass
@@ -712,18 +606,18 @@ def _tally(batches: Callable[[], Iterable[Batch]], limits: torch.Tensor, concept
         n = parsed.acts.shape[0]
         if n == 0:
             continue
-        real = _Concepts.own(parsed.slots, parsed.item_labels, parsed.valid, category_of)
+        slots, real = _Concepts.own(parsed.slots, parsed.item_labels, parsed.valid, category_of)
         sides = [(tally.real, real)]
         if tally.shuffled is not None:
-            sides.append((tally.shuffled, real.shuffled(parsed.valid, category_of)))
+            sides.append((tally.shuffled, real.shuffled(slots, parsed.valid, category_of)))
         for sums, side in sides:
             sums.concept_count += side.concept_count
         for direction in range(directions):
-            for pair, position in _on_positions(parsed, limits[direction], below=direction == 1):
-                on = _On.of(pair, position, n, units, parsed.slots.shape[2])
-                tally.unit_on[direction] += on.counts.view(n, units).sum(0).long()
-                for sums, side in sides:
-                    sums.add(direction, side, on, touches)
+            for pairs, on, hits in _on_hits(parsed, slots, concepts, limits[direction], direction == 1, len(sides)):
+                counts = torch.zeros(n * units, dtype=torch.float64).index_put_((pairs,), on.double()).view(n, units)
+                tally.unit_on[direction] += counts.sum(0).long()
+                for (sums, side), side_hits in zip(sides, hits):
+                    sums.add(direction, side, pairs, counts, side_hits, touches)
         tally.items += n
         if progress is not None:
             progress.update(n)

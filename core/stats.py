@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from core.atomic import atomic_file
+from core.kernels import top_values
 
 ArrayLike = torch.Tensor | np.ndarray
 _CHUNK_VALUES = 1 << 24     # at most this many values are sorted or converted at a time
@@ -297,8 +298,8 @@ class Quantile:
 def _exact_quantiles(chunks: list[np.ndarray], targets: np.ndarray) -> np.ndarray:
     """Linear interpolation at rank positions `targets` `[k]` of the values of `chunks` `[units, n_i]` -> `[units, k]`.
 
-    Only the values from the nearer end up to each rank are selected (torch.topk), a block of units at a
-    time: the tail quantiles that thresholds need cost a fraction of a full sort.
+    Only the values from the nearer end up to each rank are ranked (core.kernels.top_values), a block of
+    units at a time: the tail quantiles that thresholds need cost about one pass over the values.
     """
     units, count = chunks[0].shape[0], sum(chunk.shape[1] for chunk in chunks)
     lower = np.clip(np.floor(targets).astype(np.int64), 0, count - 1)
@@ -306,12 +307,12 @@ def _exact_quantiles(chunks: list[np.ndarray], targets: np.ndarray) -> np.ndarra
     step = max(1, _CHUNK_VALUES // count)
     low, high = np.empty((units, len(targets))), np.empty((units, len(targets)))
     for start in range(0, units, step):
-        values = torch.from_numpy(np.concatenate([chunk[start:start + step] for chunk in chunks], axis=1))
+        values = np.concatenate([chunk[start:start + step] for chunk in chunks], axis=1)
         for j, (lo, up) in enumerate(zip(lower.tolist(), upper.tolist())):
             if up < count - lo:                                 # ascending from the smallest value
-                ranked, lo_at, up_at = values.topk(up + 1, dim=1, largest=False).values, lo, up
+                ranked, lo_at, up_at = -top_values(values, np.float32(-1), up + 1), lo, up
             else:                                               # descending from the largest
-                ranked, lo_at, up_at = values.topk(count - lo, dim=1).values, count - 1 - lo, count - 1 - up
+                ranked, lo_at, up_at = top_values(values, np.float32(1), count - lo), count - 1 - lo, count - 1 - up
             low[start:start + step, j], high[start:start + step, j] = ranked[:, lo_at], ranked[:, up_at]
     return low + (high - low) * (targets - lower)
 
