@@ -8,7 +8,7 @@ np.float32 scalars).
 from __future__ import annotations
 
 import numpy as np
-from numba import boolean, float32, int32, int64, njit
+from numba import boolean, float32, float64, int32, int64, njit, uint8
 
 _TALLY_ON = (float32[:, :, :, :], float32, float32[::1], int64, int64, int64[:, ::1], float32[:, :, ::1],
              int64[:, ::1], int64[:, ::1], float32[:, :, ::1], int64[:, ::1], int64, boolean, int32[:, :, ::1], int64,
@@ -127,3 +127,29 @@ def top_values(values, sign, count):
         ranked = np.sort(above[:kept]) if kept >= count else np.sort(sign * row)
         out[u] = ranked[::-1][:count]
     return out
+
+
+@njit((float32[:, ::1], float32[::1], float64[::1], float32[::1], uint8[:, :]), cache=True, nogil=True)
+def encode_codes(values, scale32, scale, base32, out):
+    """uint8 codes clip(floor(value * scale) - base, 0, 255) of float32 rows `values` `[R, U]` into `out`
+    `[U, R]`, exact: the product is taken in float32 and, where that has no fraction (it may have been
+    rounded to an integer), or is NaN or infinite, again in float64; NaN gets code 0."""
+    rows, units = values.shape
+    codes = np.empty(units, np.float32)
+    for r in range(rows):
+        row = values[r]
+        redo = False
+        for u in range(units):                         # branch-free, so it vectorises
+            scaled = row[u] * scale32[u]
+            floor = np.floor(scaled)
+            redo |= not floor < scaled
+            codes[u] = min(max(floor - base32[u], np.float32(0)), np.float32(255))
+        if redo:
+            for u in range(units):
+                scaled = row[u] * scale32[u]
+                if not np.floor(scaled) < scaled and row[u] != 0:
+                    exact = np.floor(np.float64(row[u]) * scale[u])
+                    floor = np.float32(-np.inf if np.isnan(exact) else exact)
+                    codes[u] = min(max(floor - base32[u], np.float32(0)), np.float32(255))
+        for u in range(units):
+            out[u, r] = np.uint8(codes[u])

@@ -61,6 +61,8 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
+from core.kernels import encode_codes
+
 TRANSFORMS = ("tanh", "none")
 MAX_CANDIDATES = 10_000        # LSTMVis's candidate budget in precise mode
 TOP = 50                       # LSTMVis's number of results
@@ -424,44 +426,22 @@ def _code_scales(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 class _Encoder:
-    """uint8 codes clip(floor(value * scale) - base, 0, 255) of transformed float32 rows, exact (where the
-    float32 product is integral, or NaN or infinite, it is redone in float64; NaN gets code 0), a tile of
-    rows at a time in buffers that stay in a core's cache."""
+    """uint8 codes clip(floor(value * scale) - base, 0, 255) of transformed float32 rows, exact
+    (`core.kernels.encode_codes`), a tile of rows at a time in a buffer that stays in a core's cache."""
 
     def __init__(self, scale: np.ndarray, base: np.ndarray, transform: str):
-        units = len(scale)
-        self.rows = max(1, _TILE_VALUES // units)
+        self.rows = max(1, _TILE_VALUES // len(scale))
         self.scale, self.scale32, self.base32 = scale, scale.astype(np.float32), base.astype(np.float32)
         self.transform = transform
-        self.scaled, self.floor = (np.empty((self.rows, units), np.float32) for _ in range(2))
-        self.fraction, self.codes = np.empty((self.rows, units), bool), np.empty((self.rows, units), np.uint8)
+        self.values = np.empty((self.rows, len(scale)), np.float32)
 
     def __call__(self, raw: np.ndarray, out: np.ndarray) -> None:
         """Write the codes of raw float32 rows [R, U] (C-contiguous) into `out` [U, R]."""
         for at in range(0, len(raw), self.rows):
             tile = raw[at:at + self.rows]
-            rows = len(tile)
-            scaled, floor, codes = self.scaled[:rows], self.floor[:rows], self.codes[:rows]
             if self.transform == "tanh":
-                np.multiply(np.tanh(tile, out=scaled), self.scale32, out=scaled)
-            else:
-                np.multiply(tile, self.scale32, out=scaled)
-            np.floor(scaled, out=floor)
-            if not np.less(floor, scaled, out=self.fraction[:rows]).all():
-                self._redo(tile, floor, self.fraction[:rows])
-            np.subtract(floor, self.base32, out=floor)
-            np.clip(floor, 0, 255, out=floor)
-            np.copyto(codes, floor, casting="unsafe")
-            out[:, at:at + rows] = codes.T
-
-    def _redo(self, tile: np.ndarray, floor: np.ndarray, fraction: np.ndarray) -> None:
-        """floor(value * scale) in float64 (exact) where the float32 product had no fraction (a raw 0 has
-        none in either); -inf (code 0) for NaN."""
-        where = np.flatnonzero(~fraction)
-        where = where[tile.ravel()[where] != 0]
-        exact = np.floor(transformed(tile.ravel()[where], self.transform).astype(np.float64)
-                         * self.scale[where % tile.shape[1]])
-        floor.ravel()[where] = np.where(np.isnan(exact), -np.inf, exact)
+                tile = np.tanh(tile, out=self.values[:len(tile)])
+            encode_codes(tile, self.scale32, self.scale, self.base32, out[:, at:at + len(tile)])
 
 
 @dataclass(frozen=True)
