@@ -70,6 +70,7 @@ TOP = 50                       # LSTMVis's number of results
 _MAGIC = b"SVMATCH1"
 _PAGE = 4096
 _BLOCK_BYTES = 32 << 20        # float32 bytes per streamed block of rows
+_STRIPE_BYTES = 64 << 20       # code bytes written at a time while building (two stripes in memory)
 _SAMPLE_BLOCKS, _SAMPLE_ROWS = 64, 1024
 _FINGERPRINT_ROWS = 64
 _COUNT_BLOCK = 1 << 16          # steps counted at once (fits a core's cache)
@@ -558,7 +559,7 @@ class MatchIndex:
         try:
             with open(partial, "wb") as file:
                 file.write(_MAGIC + len(text).to_bytes(8, "little") + text)
-                file.truncate(offset + n * n_units)
+                os.posix_fallocate(file.fileno(), 0, offset + n * n_units)    # allocated at once, not per write
                 file.flush()
                 _stream_codes(reader, file.fileno(), offset, scale, base, progress)
                 os.fsync(file.fileno())
@@ -808,34 +809,53 @@ def _stream_codes(reader: _StateReader, out: int, offset: int, scale: np.ndarray
                   progress: Any) -> None:
     """Encode the states block by block into the index file `out` (a descriptor; unit u's codes from byte
     offset + u * N): this thread reads the next blocks while workers (one per core) encode a block each,
-    in cache-sized tiles, and write its codes, one piece per unit."""
+    in cache-sized tiles, into a stripe of code columns; a writer thread writes each full stripe, one
+    piece per unit, while the workers fill the other (many small scattered writes cost the kernel far
+    more than a few large ones)."""
     n, n_units = reader.states.shape
     rows = max(1, _BLOCK_BYTES // (4 * n_units))
+    stripe_rows = rows * max(1, _STRIPE_BYTES // (rows * n_units))
     workers = _workers()
     buffers = [np.empty((min(rows, n), n_units), np.float32) for _ in range(workers + 1)]
+    stripes = [np.empty((n_units, min(stripe_rows, n)), np.uint8) for _ in range(2)]
     local = threading.local()
 
-    def encode(values: np.ndarray, start: int) -> int:
+    def encode(values: np.ndarray, codes: np.ndarray) -> int:
         if not hasattr(local, "encoder"):
             local.encoder = _Encoder(scale, base, reader.transform)
-            local.codes = np.empty((n_units, len(buffers[0])), np.uint8)
-        codes = local.codes[:, :len(values)]
         local.encoder(values, codes)
-        for unit in range(n_units):
-            _write_at(out, codes[unit], offset + unit * n + start)
         return len(values)
+
+    def write(encoded: list, stripe: np.ndarray, start: int, count: int) -> None:
+        for job in encoded:
+            job.result()
+        for unit in range(n_units):
+            _write_at(out, stripe[unit, :count], offset + unit * n + start)
 
     if progress is not None:
         progress.start("index states", n)
-    with ThreadPoolExecutor(workers) as pool:
+    with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as writer:
         jobs: collections.deque = collections.deque()
+        writes: list = [None, None]                   # the last write of each stripe
+        encoded: list = []                            # the encode jobs of the stripe being filled
         for block, start in enumerate(range(0, n, rows)):
-            if len(jobs) == len(buffers):              # the oldest job's buffer is the one read next
+            stripe, at = divmod(start, stripe_rows)
+            if at == 0 and writes[stripe % 2] is not None:
+                writes[stripe % 2].result()           # the stripe is free again once written
+            if len(jobs) == len(buffers):             # the oldest job's buffer is the one read next
                 _report(progress, jobs.popleft().result())
             values = reader.read(start, min(start + rows, n), buffers[block % len(buffers)])
-            jobs.append(pool.submit(encode, values, start))
+            jobs.append(pool.submit(encode, values, stripes[stripe % 2][:, at:at + len(values)]))
+            encoded.append(jobs[-1])
+            if start + rows >= min(n, (stripe + 1) * stripe_rows):
+                writes[stripe % 2] = writer.submit(write, encoded, stripes[stripe % 2], start - at,
+                                                   at + len(values))
+                encoded = []
         while jobs:
             _report(progress, jobs.popleft().result())
+        for job in writes:
+            if job is not None:
+                job.result()
 
 
 def _report(progress: Any, rows: int) -> None:

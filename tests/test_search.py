@@ -384,6 +384,7 @@ def test_build_streams_row_blocks_and_never_holds_the_float_matrix(tmp_path, mon
     """Reads are row blocks, and the build's peak memory does not grow with the states (4x the rows: 24 MB
     more states, far less than that more memory)."""
     monkeypatch.setattr(search, "_BLOCK_BYTES", 1 << 18)
+    monkeypatch.setattr(search, "_STRIPE_BYTES", 1 << 18)
     rng = np.random.default_rng(1)
     peaks = []
     for tokens in (40_000, 160_000):
@@ -417,6 +418,7 @@ def test_build_codes_equal_a_float64_reference_across_blocks_tiles_and_chunk_run
     several workers at once: every code is clip(floor(value * scale) - base, 0, 255) computed in float64,
     NaN code 0, values at code edges included."""
     monkeypatch.setattr(search, "_BLOCK_BYTES", 40 * 4 * 37)
+    monkeypatch.setattr(search, "_STRIPE_BYTES", 40 * 37 * 3)                 # three blocks per stripe
     monkeypatch.setattr(search, "_TILE_VALUES", 40 * 5)
     monkeypatch.setattr(search, "_workers", lambda: 3)
     rng = np.random.default_rng(7)
