@@ -106,6 +106,19 @@ def test_exact_quantiles_of_many_chunks_a_few_units_at_a_time(monkeypatch):
     np.testing.assert_array_equal(q.quantiles(levels), np.quantile(data.astype(np.float64), levels, axis=0).T)
 
 
+def test_exact_tail_quantiles_of_long_rows_whose_sample_misleads():
+    """Tails are ranked from the values above a bound read off a strided sample of each row; a row whose
+    sample holds only its largest values (they recur at the stride) is ranked whole, with the same result."""
+    rng = np.random.default_rng(5)
+    n = 200_000
+    data = rng.standard_normal((n, 3)).astype(np.float32)
+    data[::n // 1024, 1] += 100                                       # exactly the sampled positions
+    data[:, 2] = np.round(data[:, 2] * 2)                             # long runs of ties
+    q = fed(Quantile(exact_limit=10 * n), data, 50_000)
+    levels = [0.001, 0.005, 0.99, 0.995]
+    np.testing.assert_array_equal(q.quantiles(levels), np.quantile(data.astype(np.float64), levels, axis=0).T)
+
+
 def test_exact_merge_equals_single_pass():
     rng = np.random.default_rng(3)
     data = rng.standard_normal((5_000, 2)).astype(np.float32)
