@@ -16,27 +16,35 @@ A window whose features are all zero scores 0.
 Exact and deterministic: results are the k best windows, at most `per_image` per image (greedily,
 best first, windows of one image never overlapping), ties broken by image, then row, then column; the
 query's own window is among them (score 1 in template mode). A float32 pass finds every image's best
-window within a bound on its rounding error; only the images that can then hold a result (normally
-about k) are scored again in float64 from the stored values, and those scores, rounded to `DECIMALS`
+window within a bound on its rounding error (with the layer's `Spectra`, large windows are scored in
+the frequency domain: a product per frequency instead of one per window cell, within a norm-wise
+bound); only the images that can then hold a result (normally about k) are scored again in float64
+from the stored values, and those scores, rounded to `DECIMALS`
 places (so summation order cannot reorder equal scores), decide. Features are read `chunk_bytes` at a
 time (a memory map is never read whole); a float32 one is read in place, without a copy.
 """
 from __future__ import annotations
 
 import heapq
+import math
 import numbers
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.atomic import atomic_file
+
 MATCHES = ("template", "mean")
 DECIMALS = 10
 CHUNK_BYTES = 1 << 26
+FFT_CELLS = 8               # windows of more cells are screened through spectra, when given
 
 
 @dataclass
@@ -138,6 +146,102 @@ def _best_windows(heatmap: np.ndarray, count: int, height: int, width: int) -> l
     return chosen
 
 
+@dataclass
+class Spectra:
+    """Fourier transforms of a layer's features that let a query score every window of an image by one
+    product per frequency and channel instead of one per window cell and channel (`search_regions(...,
+    spectra=)`), and the norms that bound their rounding. Computed once per layer (`Spectra.of`); the
+    arrays may be memory maps (`save`, `load`)."""
+    planes: Any                 # [N, C, h, w // 2 + 1] complex64: rfft2 of every channel plane
+    squares: Any                # [N, h, w // 2 + 1] complex128: rfft2 of the squared features summed over channels
+    plane_norms: np.ndarray     # [N, C] float64: the norm of every channel plane
+    square_norms: np.ndarray    # [N] float64: the norm of the squared features summed over channels
+    least_square: np.ndarray    # [N] float64: the smallest nonzero squared feature value (inf: none)
+
+    @classmethod
+    def of(cls, features: Any, chunk_bytes: int = CHUNK_BYTES) -> Spectra:
+        """The spectra of `features` [N, C, h, w], read a chunk of images at a time."""
+        count, channels, height, width = (int(s) for s in features.shape)
+        frequencies = (height, width // 2 + 1)
+        spectra = cls(np.empty((count, channels, *frequencies), np.complex64),
+                      np.empty((count, *frequencies), np.complex128), np.empty((count, channels)),
+                      np.empty(count), np.empty(count))
+        step = max(1, chunk_bytes // (channels * height * width * 16))
+        for start in range(0, count, step):
+            images = slice(start, min(count, start + step))
+            block = _rows(features, images, torch.float32)
+            spectra.planes[images] = torch.fft.rfft2(block).numpy()
+            squares = block.double().square_()                       # exact: a float32 squared fits a float64
+            summed = squares.sum(dim=1)
+            spectra.squares[images] = torch.fft.rfft2(summed).numpy()
+            spectra.square_norms[images] = torch.linalg.vector_norm(summed, dim=(1, 2)).numpy()
+            spectra.plane_norms[images] = squares.sum(dim=(2, 3)).sqrt_().numpy()
+            spectra.least_square[images] = squares.masked_fill_(squares == 0, torch.inf).flatten(1).amin(dim=1).numpy()
+        return spectra
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the planes to `path` (.npy, memory-mappable) and the rest beside it (.npz), each atomically."""
+        with atomic_file(path) as file:
+            np.save(file, self.planes)
+        with atomic_file(Path(path).with_suffix(".npz")) as file:
+            np.savez(file, squares=self.squares, plane_norms=self.plane_norms, square_norms=self.square_norms,
+                     least_square=self.least_square)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Spectra:
+        """Read what `save` wrote; the planes as a read-only memory map."""
+        with np.load(Path(path).with_suffix(".npz")) as rest:
+            return cls(np.load(path, mmap_mode="r"), rest["squares"], rest["plane_norms"], rest["square_norms"],
+                       rest["least_square"])
+
+
+def _fft_screen(spectra: Spectra, kernel: torch.Tensor, squared_mask: torch.Tensor, shape: tuple[int, ...],
+                step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds `[N]` on every image's best window score from the spectra: (upper, lower).
+
+    Dots come from the float32 spectra (one product per frequency and channel, summed, transformed back),
+    window norms from float64 ones; each within a bound on its rounding that scales with the image's plane
+    norms (FFT rounding is bounded norm-wise: for n = h w, |error| <= sqrt(n) (2 * 5 log2 n + C + 3) u
+    sum_c |f_c| |k_c|, doubled here). A window whose norm is below the smallest nonzero one the image can
+    have holds only zeros and scores 0, as in `score_maps`.
+    """
+    count, channels, height, width = shape
+    bh, bw = kernel.shape[2:]
+    rows, cols = height - bh + 1, width - bw + 1
+    kernel, squared_mask = kernel[0], squared_mask[0, 0]
+    padded = kernel.new_zeros(channels, height, width)
+    padded[:, :bh, :bw] = kernel
+    taps = torch.fft.rfft2(padded).conj().to(torch.complex64)
+    padded = squared_mask.new_zeros(height, width)
+    padded[:bh, :bw] = squared_mask
+    weights = torch.fft.rfft2(padded).conj()
+    growth = 2 * math.sqrt(height * width) * (10 * math.log2(height * width) + channels + 3)
+    dot_error = growth * 2.0 ** -24 * (torch.from_numpy(np.asarray(spectra.plane_norms))
+                                       @ torch.linalg.vector_norm(kernel, dim=(1, 2)))
+    norm_error = growth * 2.0 ** -53 * torch.from_numpy(np.asarray(spectra.square_norms)) \
+        * torch.linalg.vector_norm(squared_mask)
+    least = torch.from_numpy(np.asarray(spectra.least_square)) * squared_mask[squared_mask > 0].min()
+    upper, lower = np.empty(count), np.empty(count)
+    for start in range(0, count, step):
+        images = slice(start, min(count, start + step))
+        planes = _rows(spectra.planes, images, torch.complex64)
+        product = planes[:, 0] * taps[0]
+        for channel in range(1, channels):
+            product.addcmul_(planes[:, channel], taps[channel])
+        dots = torch.fft.irfft2(product, s=(height, width))[:, :rows, :cols].double()
+        squares = torch.from_numpy(np.asarray(spectra.squares[images]))
+        norms = torch.fft.irfft2(squares * weights, s=(height, width))[:, :rows, :cols]
+        error, slack, floor = (x[images, None, None] for x in (dot_error, norm_error, least))
+        zero = norms + slack < floor
+        low_norm = (norms - slack).clamp_min(0).maximum(floor).sqrt()
+        high_norm = (norms + slack).sqrt()
+        high = torch.where(dots + error > 0, (dots + error) / low_norm, (dots + error) / high_norm)
+        low = torch.where(dots - error > 0, (dots - error) / high_norm, (dots - error) / low_norm)
+        upper[images] = torch.where(zero, 0.0, high.clamp(-1, 1)).flatten(1).amax(dim=1).numpy()
+        lower[images] = torch.where(zero, 0.0, low.clamp(-1, 1)).flatten(1).amax(dim=1).numpy()
+    return upper, lower
+
+
 def check_options(k: Any, per_image: Any, match: Any) -> None:
     """A ValueError naming the first of `search_regions`' options that is not valid."""
     for name, value in (("k", k), ("per_image", per_image)):
@@ -148,8 +252,11 @@ def check_options(k: Any, per_image: Any, match: Any) -> None:
 
 
 def search_regions(features: Any, item: int, mask: Any, *, k: int = 10, per_image: int = 1,
-                   match: str = "template", chunk_bytes: int = CHUNK_BYTES) -> list[Match]:
-    """The `k` windows of `features` [N, C, h, w] most similar to image `item` under `mask` [h, w] (see the module)."""
+                   match: str = "template", chunk_bytes: int = CHUNK_BYTES,
+                   spectra: Spectra | None = None) -> list[Match]:
+    """The `k` windows of `features` [N, C, h, w] most similar to image `item` under `mask` [h, w] (see the module).
+
+    With the features' `spectra`, windows of more than `FFT_CELLS` cells are screened through them."""
     if getattr(features, "ndim", None) != 4:
         raise ValueError(f"features: expected an array [N, C, h, w], got shape {getattr(features, 'shape', None)}")
     count, channels, height, width = (int(s) for s in features.shape)
@@ -167,15 +274,20 @@ def search_regions(features: Any, item: int, mask: Any, *, k: int = 10, per_imag
     kernel, squared_mask = _query_kernel(features, int(item), mask, match)
     window = kernel.shape[2:]
     step = max(1, chunk_bytes // (channels * height * width * 8 + window.numel() * height * width * 8))
-    # screen: every image's best window in float32; |float32 - float64 cosine| <= margin (a generous multiple of
-    # the rounding bound of sums of C * bh * bw products), so only images within 2 margins of the k-th best can
-    # hold a result
-    margin = 8 * (channels * window.numel() + 16) * 2.0 ** -24
-    screen = np.concatenate([score_maps(_rows(features, slice(start, start + step), torch.float32), kernel,
-                                        squared_mask).flatten(1).amax(dim=1).double().numpy()
-                             for start in range(0, count, step)])
-    cut = -np.inf if count <= k else np.partition(screen, count - k)[count - k] - 2 * margin
-    candidates = np.flatnonzero(screen >= cut)
+    # screen: bounds on every image's best window, from float32 score maps (|float32 - float64 cosine| <= margin,
+    # a generous multiple of the rounding bound of sums of C * bh * bw products) or from the spectra; only images
+    # whose upper bound reaches the k-th best lower bound can hold a result
+    if spectra is not None and window.numel() > FFT_CELLS:
+        upper, lower = _fft_screen(spectra, kernel, squared_mask, features.shape,
+                                   max(1, chunk_bytes // (channels * height * (width // 2 + 1) * 8)))
+    else:
+        margin = 8 * (channels * window.numel() + 16) * 2.0 ** -24
+        screen = np.concatenate([score_maps(_rows(features, slice(start, start + step), torch.float32), kernel,
+                                            squared_mask).flatten(1).amax(dim=1).double().numpy()
+                                 for start in range(0, count, step)])
+        upper, lower = screen + margin, screen - margin
+    cut = -np.inf if count <= k else np.partition(lower, count - k)[count - k]
+    candidates = np.flatnonzero(upper >= cut)
     # exact: float64 score maps of the candidates; every result comes from an image whose best window is among
     # the k best images' best windows, so only those k maps are kept
     best: list[tuple[float, int]] = []                   # min-heap of (score, -image): the k best images so far

@@ -7,7 +7,8 @@
 A layer's features over every image of the dataset are computed once and cached as a float32 .npy
 (float16 would halve the file, but converting it costs four times the search) in `cache_dir/features/`,
 named by the layer and a key of the model factory, the weights' content, the dataset's CSV files and
-its image files' sizes and times, so a changed model or dataset is never answered from a stale file.
+its image files' sizes and times, so a changed model or dataset is never answered from a stale file;
+layers with large maps also keep the features' spectra there, for large query windows.
 The file is written under a temporary name and renamed into place; searches read it memory-mapped.
 Scores: `core.regions`.
 """
@@ -25,11 +26,12 @@ import numpy as np
 import torch
 
 from core.hooks import TraceDict
-from core.regions import box_mask, check_options, pool_mask, search_regions
+from core.regions import Spectra, box_mask, check_options, pool_mask, search_regions
 from seqvis.broden import Broden
 from seqvis.units import feature_map, to_input
 
 FORMAT = 1                                               # bump when the cached features' meaning changes
+SPECTRA_CELLS = 256                     # layers with maps of this many cells also cache spectra (core.regions)
 
 
 class FeatureSearch:
@@ -45,6 +47,7 @@ class FeatureSearch:
         self._dataset: Broden | None = None
         self._key: str | None = None
         self._features: dict[str, np.ndarray] = {}
+        self._spectra: dict[str, Spectra] = {}
         self._lock = threading.Lock()
 
     @property
@@ -82,6 +85,23 @@ class FeatureSearch:
                     self._compute(layer, path, progress)
                 self._features[layer] = np.load(path, mmap_mode="r")
             return self._features[layer]
+
+    def spectra(self, layer: str, progress: Any = None) -> Spectra | None:
+        """The spectra of `layer`'s features (None for maps under SPECTRA_CELLS cells, where windows are few),
+        computed and cached on first use."""
+        features = self.features(layer, progress)
+        if features.shape[2] * features.shape[3] < SPECTRA_CELLS:
+            return None
+        path = self.cache_path(layer).with_suffix(".spectra.npy")
+        with self._lock:
+            saved = path.is_file() and path.with_suffix(".npz").is_file()      # both files of Spectra.save
+            if layer not in self._spectra or not saved:
+                if not saved:
+                    if progress is not None:
+                        progress.start(f"{layer}: spectra", None)
+                    Spectra.of(features).save(path)
+                self._spectra[layer] = Spectra.load(path)
+            return self._spectra[layer]
 
     def _compute(self, layer: str, path: Path, progress: Any) -> None:
         """Run the model over every image and write `layer`'s features to `path` atomically."""
@@ -150,7 +170,8 @@ class FeatureSearch:
         region = self._region(box, mask)
         features = self.features(layer, progress)
         cells = features.shape[2:]
-        found = search_regions(features, int(item), pool_mask(region, cells), k=k, per_image=per_image, match=match)
+        found = search_regions(features, int(item), pool_mask(region, cells), k=k, per_image=per_image, match=match,
+                               spectra=self.spectra(layer, progress))
         ih, iw = self.dataset.image_size
         ys, xs = np.nonzero(region)
         results = []

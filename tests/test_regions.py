@@ -63,6 +63,28 @@ def test_random_features_give_the_brute_force_top_k(match, per_image):
     assert per.max() == per_image                                     # the cap holds and is reached on this data
 
 
+@pytest.mark.parametrize("match", regions.MATCHES)
+def test_screening_through_spectra_gives_the_brute_force_top_k(tmp_path, match):
+    """Large windows scored in the frequency domain (saved and memory-mapped spectra): the same top-k, with
+    post-ReLU-like features (zero images, zero and faint windows) and a brushed region."""
+    rng = np.random.default_rng(3)
+    features = np.maximum(rng.standard_normal((40, 6, 12, 10)), 0).astype(np.float32)
+    features[7] = 0
+    features[9] *= 1e-6                                               # faint: its bounds are wide
+    features[11, :, :6] = 0
+    features[12] = features[5]                                        # an exact copy ties with the query image
+    regions.Spectra.of(features, chunk_bytes=6 * 12 * 10 * 16 * 7).save(tmp_path / "s.npy")
+    spectra = regions.Spectra.load(tmp_path / "s.npy")
+    assert isinstance(spectra.planes, np.memmap)
+    mask = np.zeros((12, 10))
+    mask[3:8, 2:6] = rng.uniform(0.3, 1, (5, 4))
+    mask[3, 2] = 0
+    for per_image in (1, 2):
+        found = regions.search_regions(features, 5, mask, k=6, per_image=per_image, match=match, spectra=spectra,
+                                       chunk_bytes=6 * 12 * 6 * 8 * 7)          # spectra of 7 images at a time
+        assert as_tuples(found) == brute_force(features, 5, mask, 6, per_image, match)
+
+
 def test_a_planted_pattern_is_found_where_it_was_copied():
     rng = np.random.default_rng(0)
     features = np.abs(rng.standard_normal((20, 6, 10, 10))).astype(np.float32)
@@ -181,7 +203,8 @@ def test_features_are_computed_once_and_recomputed_when_the_model_changes(projec
     answer = first.search("body.0", 5, box=(0, 4, 8, 12), k=4)
     path = first.cache_path("body.0")
     assert path.is_file() and np.load(path, mmap_mode="r").dtype == np.float32
-    assert [p.name for p in (tmp_path / "cache/features").iterdir()] == [path.name]   # no temporary left
+    spectra = [f"{path.stem}.spectra.npy", f"{path.stem}.spectra.npz"]                  # body.0 has 16x16 maps
+    assert sorted(p.name for p in (tmp_path / "cache/features").iterdir()) == sorted([path.name, *spectra])
 
     def fail(*args, **kwargs):
         raise AssertionError("recomputed cached features")
@@ -197,7 +220,7 @@ def test_features_are_computed_once_and_recomputed_when_the_model_changes(projec
         changed = FeatureSearch(project, tmp_path / "cache")
         assert changed.cache_path("body.0") != path
         assert changed.search("body.0", 5, box=(0, 4, 8, 12), k=4) != answer
-        assert len(list((tmp_path / "cache/features").iterdir())) == 2
+        assert len(list((tmp_path / "cache/features").iterdir())) == 6
     finally:
         weights["body.0.detect.conv.bias"] -= 1.0
         torch.save(weights, project.model.weights)
