@@ -283,6 +283,29 @@ def test_unit_labels_show_as_badges(live_server, page, demo):
     assert page.js_errors == []
 
 
+def test_a_units_detail_shows_where_it_is_highest_and_jumps_there(live_server, page, demo):
+    """Clicking a selected unit's id shows its highest and lowest contexts over the whole corpus, as the unit API
+    gives them, the peak word marked; clicking one centres the view on it."""
+    b0, units = find_brush(live_server, demo, 110, 140)
+    open_view(page, live_server, f"project={demo['name']}&size={SIZE}&pos=100&b0={b0}&b1={b0 + 3}")
+    wait_units(page, units)
+    page.locator(f"#units li[data-unit='{units[0]}'] .unit-id").click()
+    page.locator("#unit-detail li[data-position]").first.wait_for(timeout=10_000)
+    detail = api(live_server, f"explorer/{demo['name']}/unit", layer=demo["layer"], unit=units[0])
+    shown = page.locator("#unit-detail li[data-position]").evaluate_all("items => items.map(i => Number(i.dataset.position))")
+    assert shown == [c["position"] for c in detail["top"]] + [c["position"] for c in detail["bottom"]]
+    assert page.text_content("#unit-detail h2").startswith(f"Unit {units[0]}")
+    assert page.locator("#unit-detail li[data-position] .matched").count() == len(shown)
+    far = max((c["position"] for c in detail["top"]), key=lambda position: abs(position - 100))
+    assert abs(far - 100) > SIZE, "the tiny demo's highest contexts lie outside the first view"
+    page.locator(f"#unit-detail li[data-position='{far}']").first.click()
+    page.locator(f"#words .cell[data-token='{far}']").wait_for(timeout=10_000)
+    assert abs(int(page.input_value("#position")) + SIZE // 2 - far) <= SIZE // 2
+    page.locator("#unit-detail h2 .remove").click()
+    assert page.locator("#unit-detail").is_hidden()
+    assert page.js_errors == []
+
+
 STEP_FRAME = """async (position) => {
     const plot = document.getElementById("plot");
     const frame = () => new Promise((resolve) => requestAnimationFrame(resolve));

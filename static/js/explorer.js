@@ -1,7 +1,7 @@
 // The hidden-state explorer page: scroll a layer's states over the corpus, brush a range to select the units on
 // there, match them over the whole corpus. The view lives in the address (history.replaceState) so it can be shared.
 import { act, formatCount, showError } from "./common.js";
-import { heatmap, histogram, legend, renderResults, renderUnits } from "./explorer/panel.js";
+import { heatmap, histogram, legend, renderResults, renderUnitDetail, renderUnits } from "./explorer/panel.js";
 import { wireGestures } from "./explorer/gestures.js";
 import { CorpusBar } from "./explorer/overview.js";
 import { LinePlot } from "./explorer/plot.js";
@@ -162,10 +162,26 @@ function renderSelection() {
     : "Brush a range of tokens to select the units on there.";
   renderUnits($("units"), {
     units, labels: page.labels,
+    onOpen: (unit) => act(() => openUnit(unit)),
     onRemove: (unit) => setUnits(units.filter((other) => other !== unit)),
     onHover: (unit) => { page.hover = unit; schedule(); },
   });
   showMatchStatus();
+}
+
+// A unit's detail in the side panel: its best concepts and where it is highest and lowest in the whole corpus.
+async function openUnit(unit) {
+  const box = $("unit-detail");
+  box.setAttribute("aria-busy", "true");
+  try {
+    const detail = await page.service.unit(page.view.layer, unit);
+    renderUnitDetail(box, {
+      detail, separator: page.chunk && isCharLevel(page.chunk.words) ? "" : " ",
+      onPick: (position) => moveTo(position - Math.floor(page.view.size / 2)),
+    });
+  } finally {
+    box.removeAttribute("aria-busy");
+  }
 }
 
 // What the match panel holds: in progress, or how many results for which units (and whether those changed).

@@ -24,15 +24,16 @@ function badge(label) {
   }, label.label, number(label.iou) ? el("span", { class: "iou" }, twoDigits(label.iou)) : null);
 }
 
-// The selected units, each with its plot colour, concept badge and a remove button.
-export function renderUnits(list, { units, labels, onRemove, onHover }) {
+// The selected units, each with its plot colour, its id (opens its detail), concept badge and a remove button.
+export function renderUnits(list, { units, labels, onOpen, onRemove, onHover }) {
   list.replaceChildren(...units.map((unit, index) => el("li", {
     "data-unit": unit,
     onmouseenter: () => onHover(unit),
     onmouseleave: () => onHover(null),
   },
   el("span", { class: "swatch", style: `background: ${unitColour(index, units.length)}` }),
-  el("span", { class: "unit-id" }, `unit ${unit}`),
+  el("button", { type: "button", class: "unit-id", title: `unit ${unit}: its best concepts and where it is highest`,
+    onclick: () => onOpen(unit) }, `unit ${unit}`),
   badge(labels.get(unit)),
   el("button", { type: "button", class: "remove", title: `remove unit ${unit}`, onclick: () => onRemove(unit) }, "×"))));
 }
@@ -110,4 +111,31 @@ export function legend(results, name) {
   }
   return [...seen].sort(([a], [b]) => a - b).map(([value, { track, label }]) =>
     el("span", { style: `background: ${metaColour(track, value)}` }, label));
+}
+
+// One unit's detail: its best concepts, and the contexts where it is highest and lowest (the peak word marked);
+// a click on a context calls onPick(position).
+export function renderUnitDetail(box, { detail, separator, onPick }) {
+  const concept = (label) => el("li", {}, badge(label) ?? label.label,
+    typeof label.ap === "number" ? el("span", { class: "muted" }, ` AP ${twoDigits(label.ap)}`) : null);
+  const contexts = (title, list) => [
+    el("h3", {}, title),
+    el("ol", { class: "results contexts" }, ...list.map((context) => el("li", {
+      "data-position": context.position, title: `token ${context.position}: click to go there`,
+      onclick: () => onPick(context.position),
+    },
+    el("div", { class: "result-head" }, el("span", {}, `@${context.position}`), el("span", {}, context.value.toFixed(3))),
+    el("div", { class: "snippet" }, ...context.words.flatMap((word, i) => {
+      const cell = el("span", { class: context.start + i === context.position ? "matched" : null }, shownWord(word, true));
+      return i && separator ? [separator, cell] : [cell];
+    }))))),
+  ];
+  box.replaceChildren(
+    el("h2", {}, `Unit ${detail.unit}`, el("button", {
+      type: "button", class: "remove", title: "close", onclick: () => { box.hidden = true; } }, "×")),
+    detail.labels.length ? el("ul", { class: "concepts" }, ...detail.labels.map(concept))
+      : el("p", { class: "muted note" }, "No concept labels for this layer yet."),
+    ...contexts("Highest", detail.top),
+    ...contexts("Lowest", detail.bottom));
+  box.hidden = false;
 }

@@ -56,6 +56,12 @@ export class ExplorerService {
     };
   }
 
+  // One unit: {labels: its best concepts, top and bottom: [{position, value, start, words}]}, the contexts
+  // where it is highest and lowest over the whole corpus.
+  unit(layer, unit) {
+    return api(`${this.base}/unit?${query({ layer, unit })}`);
+  }
+
   // Phrase or regular-expression hits: {hits: [{start, stop}], complete}.
   search(text, regex) {
     return api(`${this.base}/search?${query({ q: text, regex: regex ? 1 : 0, limit: 1000 })}`);
