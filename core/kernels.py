@@ -1,6 +1,6 @@
 """Compiled loops (numba) for what vectorised numpy can only do through large temporaries.
 
-Each kernel is declared with its argument types, so it is compiled (the first time, about two seconds)
+Each kernel is declared with its argument types, so it is compiled (the first time, a few seconds)
 or loaded from the cache next to this file (or in NUMBA_CACHE_DIR) when this module is imported, not
 inside the first call. Callers pass exactly these types (C-contiguous arrays where marked `::1`,
 np.float32 scalars).
