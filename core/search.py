@@ -846,6 +846,7 @@ def _stream_codes(reader: _StateReader, out: int, offset: int, scale: np.ndarray
             job.result()
         for unit in range(n_units):
             _write_at(out, stripe[unit, :count], offset + unit * n + start)
+        os.fdatasync(out)          # written back stripe by stripe while the workers go on, not all at the end
 
     if progress is not None:
         progress.start("index states", n)
