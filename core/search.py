@@ -620,11 +620,11 @@ class MatchIndex:
                              top=top, max_candidates=max_candidates)
         rule = _Rule.of(query.t32, self._scale, self._base)
         self._prefetch(query.units)
-        low, high, histogram = self._count_bounds(query, rule)
-        levels, starts, stops = self._candidate_runs(query, rule, low, high, histogram)
+        high, histogram = self._count_bounds(query, rule)
+        levels, starts, stops = self._candidate_runs(query, rule, high, histogram)
         if query.constrain != (False, False):
-            scores = query.scores(levels, self._exact_counts(starts - 1, query, rule, low, high),
-                                  self._exact_counts(stops, query, rule, low, high))
+            scores = query.scores(levels, self._exact_counts(starts - 1, query, rule, high),
+                                  self._exact_counts(stops, query, rule, high))
         else:
             scores = np.zeros(len(levels), np.int64)
         order = np.lexsort((starts, -levels, -scores))[:query.max_candidates]
@@ -637,29 +637,24 @@ class MatchIndex:
             unions[needed] = self._unions(query, starts[needed], stops[needed])
         return _result(query, starts, stops, selected_on, unions)
 
-    def _count_bounds(self, query: _Query, rule: _Rule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per step, the selected units surely on (low) and possibly on (high), from the codes alone,
-        counted in cache-sized blocks of steps, one core per block; and the histogram of high."""
+    def _count_bounds(self, query: _Query, rule: _Rule) -> tuple[np.ndarray, np.ndarray]:
+        """Per step, the selected units possibly on (an upper bound on the count, from the codes alone),
+        counted in cache-sized blocks of steps, one core per block; and its histogram. Exact counts are
+        taken later, only at the steps where the bound can reach the levels searched."""
         n = self.shape[0]
-        dtype = np.uint8 if len(query.units) < 256 else np.uint16
-        low, high = np.zeros(n, dtype), np.zeros(n, dtype)
-        tests = [(self._codes[unit], int(rule.code_t[unit]), int(rule.on_from[unit])) for unit in query.units.tolist()]
+        high = np.zeros(n, np.uint8 if len(query.units) < 256 else np.uint16)
+        tests = [(self._codes[unit], int(rule.code_t[unit])) for unit in query.units.tolist()]
 
         def count(start: int) -> np.ndarray:
             stop = min(start + _COUNT_BLOCK, n)
-            block_low, block_high, on = low[start:stop], high[start:stop], np.empty(stop - start, bool)
-            for codes, code_t, on_from in tests:
-                block_high += np.greater_equal(codes[start:stop], code_t, out=on)
-                if on_from != code_t:
-                    if on_from > 255:
-                        continue
-                    np.greater_equal(codes[start:stop], on_from, out=on)
-                block_low += on
-            return np.bincount(block_high, minlength=len(tests) + 1)
+            block, on = high[start:stop], np.empty(stop - start, bool)
+            for codes, code_t in tests:
+                block += np.greater_equal(codes[start:stop], code_t, out=on)
+            return np.bincount(block, minlength=len(tests) + 1)
 
         with ThreadPoolExecutor(_workers()) as pool:
             histogram = sum(pool.map(count, range(0, n, _COUNT_BLOCK)))
-        return low, high, histogram
+        return high, histogram
 
     def _unit_on(self, unit: int, rows: np.ndarray, query: _Query, rule: _Rule) -> np.ndarray:
         """Exact on/off of one unit at sorted, unique rows: codes, and the float states where codes cannot tell."""
@@ -672,22 +667,23 @@ class MatchIndex:
                 on[unsure] = self._reader.values(rows[unsure], unit) >= query.t32
         return on
 
-    def _exact_counts(self, rows: np.ndarray, query: _Query, rule: _Rule, low: np.ndarray,
-                      high: np.ndarray) -> np.ndarray:
-        """Selected units on at each of `rows` (any order; rows outside the sequence count 0)."""
+    def _exact_counts(self, rows: np.ndarray, query: _Query, rule: _Rule, high: np.ndarray) -> np.ndarray:
+        """Selected units on at each of `rows` (any order; rows outside the sequence count 0): the bound
+        `high`, less the units whose code equals their threshold's code where the float state is below it
+        (none, for units whose threshold lies on a code edge)."""
         counts = np.zeros(len(rows), np.int64)
         inside = np.flatnonzero((rows >= 0) & (rows < self.shape[0]))
-        counts[inside] = low[rows[inside]]
-        unsure = inside[high[rows[inside]] > low[rows[inside]]]
-        if len(unsure):
-            unique, inverse = np.unique(rows[unsure], return_inverse=True)
-            exact = np.zeros(len(unique), np.int64)
-            for unit in query.units.tolist():
-                exact += self._unit_on(unit, unique, query, rule)
-            counts[unsure] = exact[inverse]
+        counts[inside] = high[rows[inside]]
+        edgeless = [unit for unit in query.units.tolist() if rule.on_from[unit] != rule.code_t[unit]]
+        if edgeless and len(inside):
+            unique, inverse = np.unique(rows[inside], return_inverse=True)
+            for unit in edgeless:
+                ambiguous = np.flatnonzero(np.take(self._codes[unit], unique) == rule.code_t[unit])
+                off = ~(self._reader.values(unique[ambiguous], unit) >= query.t32)         # NaN is off
+                counts[inside] -= np.bincount(ambiguous[off], minlength=len(unique))[inverse]
         return counts
 
-    def _candidate_runs(self, query: _Query, rule: _Rule, low: np.ndarray, high: np.ndarray,
+    def _candidate_runs(self, query: _Query, rule: _Rule, high: np.ndarray,
                         histogram: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The runs LSTMVis's level-by-level descent records: (level, start, stop) arrays, by level then start.
 
@@ -702,7 +698,7 @@ class MatchIndex:
         floor = int(plenty[-1]) + 1 if len(plenty) else 1
         while True:
             rows = np.flatnonzero(high >= floor)
-            counts = self._exact_counts(rows, query, rule, low, high)
+            counts = self._exact_counts(rows, query, rule, high)
             levels, first, last = _nested_runs(rows, counts, floor)
             keep = query.keeps(last - first + 1)
             levels, first, last = levels[keep], first[keep], last[keep]
