@@ -843,6 +843,9 @@ def _stream_codes(reader: _StateReader, out: int, offset: int, scale: np.ndarray
         for unit in range(n_units):
             _write_at(out, stripe[unit, :count], offset + unit * n + start)
         os.fdatasync(out)          # written back stripe by stripe while the workers go on, not all at the end
+        if hasattr(os, "posix_fadvise"):       # and let go of, so the states being read keep the page cache
+            for unit in range(n_units):
+                os.posix_fadvise(out, offset + unit * n + start, count, os.POSIX_FADV_DONTNEED)
 
     if progress is not None:
         progress.start("index states", n)
