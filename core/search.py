@@ -42,8 +42,9 @@ steps whose count could reach the candidate levels, and candidate rows; the unio
 of the top-ranked candidates is read from the float state rows directly. Float states in an
 unfiltered HDF5 dataset (contiguous or chunked) are read at random positions through a memory map of
 the file. The index is built streaming: row blocks read from the file (one read per run of chunks)
-while one worker per core encodes a block in cache-sized tiles and writes each unit's piece; it refuses
-states that changed since (StaleIndexError).
+while one worker per core encodes a block in cache-sized tiles into a stripe of code columns, and a
+writer thread writes each full stripe (one piece per unit) into the preallocated file and lets it go
+from the page cache; it refuses states that changed since (StaleIndexError).
 """
 from __future__ import annotations
 
