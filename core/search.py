@@ -574,7 +574,7 @@ class MatchIndex:
         try:
             with open(partial, "wb") as file:
                 file.write(_MAGIC + len(text).to_bytes(8, "little") + text)
-                os.posix_fallocate(file.fileno(), 0, offset + n * n_units)    # allocated at once, not per write
+                _allocate(file, offset + n * n_units)
                 file.flush()
                 _stream_codes(reader, file.fileno(), offset, scale, base, progress)
                 os.fsync(file.fileno())
@@ -843,7 +843,7 @@ def _stream_codes(reader: _StateReader, out: int, offset: int, scale: np.ndarray
             job.result()
         for unit in range(n_units):
             _write_at(out, stripe[unit, :count], offset + unit * n + start)
-        os.fdatasync(out)          # written back stripe by stripe while the workers go on, not all at the end
+        getattr(os, "fdatasync", os.fsync)(out)     # written back stripe by stripe, not all at the end
         if hasattr(os, "posix_fadvise"):       # and let go of, so the states being read keep the page cache
             for unit in range(n_units):
                 os.posix_fadvise(out, offset + unit * n + start, count, os.POSIX_FADV_DONTNEED)
@@ -872,6 +872,15 @@ def _stream_codes(reader: _StateReader, out: int, offset: int, scale: np.ndarray
         for job in writes:
             if job is not None:
                 job.result()
+
+
+def _allocate(file: Any, size: int) -> None:
+    """Give the open file `size` bytes: allocated at once where the system can (scattered writes into a sparse
+    file cost the kernel far more), else as a sparse file."""
+    try:
+        os.posix_fallocate(file.fileno(), 0, size)
+    except (AttributeError, OSError):                  # no posix_fallocate here, or not on this file system
+        file.truncate(size)
 
 
 def _report(progress: Any, rows: int) -> None:
