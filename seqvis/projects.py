@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import h5py
 import yaml
 
-from seqvis.vocab import unescape_word
+from seqvis.vocab import parse_dict
 
 SEQVIS_FILE = "seqvis.yml"
 LSTMVIS_FILE = "lstm.yml"
@@ -35,7 +35,6 @@ TRANSFORMS = ("tanh", "none")
 META_TYPES = ("discrete", "scalar", "wordvec")
 
 _REQUIRED = object()
-_DICT_LINE = re.compile(r"(.*)\s(\d+)\s*")
 _DOTTED = re.compile(r"\w+(\.\w+)*")
 _FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _RANGE_TEXT = re.compile(r"\s*(-?\d+(?:\.\d+)?)\s*\.\.\.\s*(-?\d+(?:\.\d+)?)\s*")
@@ -165,27 +164,11 @@ class _Folder:
         seqvis writes words `escaped` (a space as \\s, see seqvis.vocab); LSTMVis's dictionaries hold raw words."""
         path = self.file(name, where)
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            return parse_dict(path.read_text(encoding="utf-8", errors="replace"), str(name), escaped=escaped)
         except OSError as error:
             raise ProjectError(f"{name}: cannot be read ({error}) ({where})") from error
-        words: dict[int, str] = {}
-        for number, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            match = _DICT_LINE.fullmatch(line)
-            if match is None:
-                raise ProjectError(f"{name} line {number}: expected 'word id', found {line!r}")
-            word, index = match.group(1), int(match.group(2))
-            if index in words:
-                raise ProjectError(f"{name} line {number}: id {index} appears twice")
-            # A whitespace token (a space in a character model) is kept; around a word, spacing is not.
-            words[index] = unescape_word(word) if escaped else word.strip() or word
-        if not words:
-            raise ProjectError(f"{name}: the dictionary is empty ({where})")
-        vocab = [""] * (max(words) + 1)
-        for index, word in words.items():
-            vocab[index] = word
-        return vocab
+        except ValueError as error:
+            raise ProjectError(f"{error} ({where})") from None
 
     def close(self) -> None:
         for handle in self._handles.values():

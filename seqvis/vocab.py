@@ -60,28 +60,39 @@ def write_dict(path: str | Path, words: Iterable[str]) -> None:
 
 
 def read_dict(path: str | Path, *, escaped: bool = True) -> list[str]:
-    """The words of a "word id" file as a list indexed by id; ids absent from the file map to "".
-
-    `escaped=False` reads LSTMVis dictionaries, whose words are raw (a word may then contain
-    spaces; the id is the last field of the line).
-    """
+    """The words of a "word id" file as a list indexed by id; ids absent from the file map to "" (see
+    `parse_dict`). A ValueError names the file, and the line where one is wrong."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"dictionary file {str(path)!r} not found")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    return parse_dict(text, str(path), escaped=escaped)
+
+
+def parse_dict(text: str, name: str, *, escaped: bool = True) -> list[str]:
+    """The words of "word id" lines as a list indexed by id; ids absent from them map to "".
+
+    `escaped=False` reads LSTMVis dictionaries, whose words are raw (a word may then contain spaces; the
+    id is the last field of the line; spacing around a word is dropped, a word of whitespace is kept).
+    Errors are ValueErrors that start with `name` and the line number.
+    """
     by_id: dict[int, str] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         line = line.rstrip("\r")
         if not line.strip():
             continue
         match = _LINE.fullmatch(line)
         if match is None:
-            raise ValueError(f"{path}:{number}: expected a 'word id' line, got {line!r}")
+            raise ValueError(f"{name} line {number}: expected a 'word id' line, got {line!r}")
         word, index = match.group(1), int(match.group(2))
         if index in by_id:
-            raise ValueError(f"{path}:{number}: id {index} appears twice ({by_id[index]!r} and {word!r})")
-        by_id[index] = unescape_word(word) if escaped else word
+            raise ValueError(f"{name} line {number}: id {index} appears twice ({by_id[index]!r} and {word!r})")
+        by_id[index] = unescape_word(word) if escaped else word.strip() or word
     if not by_id:
-        raise ValueError(f"dictionary file {str(path)!r} has no 'word id' lines")
+        raise ValueError(f"{name}: the dictionary has no 'word id' lines")
     words = [""] * (max(by_id) + 1)
     for index, word in by_id.items():
         words[index] = word

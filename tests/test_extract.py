@@ -412,7 +412,7 @@ def test_read_dict_reads_lstmvis_dictionaries_raw(tmp_path):
     path.write_text("<unk> 1\nnew york 2\nc:\\n 3\n")
     assert read_dict(path, escaped=False) == ["", "<unk>", "new york", "c:\\n"]
     path.write_text("word\n")
-    with pytest.raises(ValueError, match=r"train.dict:1: expected a .word id. line"):
+    with pytest.raises(ValueError, match=r"train.dict line 1: expected a .word id. line"):
         read_dict(path)
 
 
