@@ -124,6 +124,27 @@ def test_translate_force_attend_and_neighbours(live_server, page, project):
     assert page.js_errors == []
 
 
+def test_unit_concepts_show_each_concepts_best_unit(live_server, page, project):
+    """The side panel lists each concept's best encoder unit as the labels API ranks them (computed in the
+    background on first use; the panel waits for them), and the decoder's when switched."""
+    page.goto(f"{live_server.url}translate.html?project={project['name']}")
+    rows = page.locator("#concept-units tbody tr")
+    rows.first.wait_for(timeout=60_000)
+    for side in ("encoder", "decoder"):
+        if side == "decoder":
+            page.select_option("#label-side", "decoder")
+            page.wait_for_function("() => document.getElementById('labels-status').textContent.includes('decoder unit,')",
+                                   timeout=60_000)
+        answer = api(live_server, project, "labels", side=side)
+        expected = sorted(answer["concepts"], key=lambda concept: -concept["iou"])
+        shown = rows.evaluate_all("rows => rows.map(r => [r.cells[0].textContent, Number(r.dataset.unit)])")
+        assert shown == [[concept["label"], concept["unit"]] for concept in expected]
+        assert page.locator("#concept-units tbody tr.weak").count() == sum(
+            concept["iou"] <= concept["best_baseline_iou"] for concept in expected)
+    assert page.locator("#error").is_hidden()
+    assert page.js_errors == []
+
+
 @pytest.mark.parametrize("source, message", [("", "source: is empty"),
                                              (" ".join(["2024"] * 101), "source: has 101 tokens, at most 100")])
 def test_api_errors_are_shown(live_server, page, project, source, message):

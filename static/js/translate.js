@@ -2,11 +2,11 @@
 // a graph and a matrix, output words, top-k per step, the beam tree); ask what if (force a word, move attention,
 // swap a source word) and compare; ask why (the nearest training states of any word's state). The source, the
 // settings and the edits live in the address (history.replaceState), so a session can be shared.
-import { act, el, showError } from "./common.js";
+import { act, el, formatCount, showError } from "./common.js";
 import { highlight, linkHover } from "./translate/link.js";
 import { renderMatrix } from "./translate/matrix.js";
 import { renderNeighbours } from "./translate/neighbours.js";
-import { renderEdits, renderHypotheses, renderSourceTools, renderStepTools } from "./translate/panel.js";
+import { renderConceptUnits, renderEdits, renderHypotheses, renderSourceTools, renderStepTools } from "./translate/panel.js";
 import { formatScore, renderSequence } from "./translate/sequence.js";
 import { TranslateService } from "./translate/service.js";
 import { formatState, hasEdits, MAX_BEAM, MAX_TOP_K, parseState } from "./translate/state.js";
@@ -301,6 +301,28 @@ function wireControls() {
   linkHover(document.body);
 }
 
+// The chosen side's unit labels: each concept's best unit. The server computes them in the background the first
+// time they are asked for; the panel says so and asks again until they are there, or says why there are none.
+const LABELS_POLL_MS = 2000;
+function loadLabels() {
+  const side = $("label-side").value;
+  const status = $("labels-status");
+  page.service.labels(side).then((answer) => {
+    if (side !== $("label-side").value) return;
+    if (answer.status === "failed") {
+      status.textContent = `No ${side} unit labels: ${answer.error}`;
+    } else if (answer.status !== "ready") {
+      const done = answer.progress?.fraction != null ? ` ${Math.round(100 * answer.progress.fraction)}%` : "";
+      status.textContent = `Computing ${side} unit labels…${done}`;
+      setTimeout(loadLabels, LABELS_POLL_MS);
+    } else {
+      renderConceptUnits($("concept-units"), answer);
+      status.textContent = `Each concept's best ${side} unit, by IoU at the unit's best threshold over ` +
+        `${formatCount(answer.tokens)} training words.`;
+    }
+  }, (error) => { status.textContent = `No ${side} unit labels: ${error.message}`; });
+}
+
 async function start() {
   page.state = parseState(location.search);
   page.service = new TranslateService(page.state.project);
@@ -315,6 +337,8 @@ async function start() {
   $("example").parentElement.hidden = !info.examples.length;
   page.state.source ||= info.examples[0] ?? "";
   syncControls();
+  $("label-side").addEventListener("change", () => { $("concept-units").replaceChildren(); loadLabels(); });
+  loadLabels();
   if (page.state.source) await decode();
 }
 

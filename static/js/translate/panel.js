@@ -132,3 +132,21 @@ export function renderStepTools(container, { step, hypothesis, sources, edited, 
     el("h3", {}, "attention of this step (weights are normalised)"), editor,
     neighboursButton(neighbours, "decoder", onNeighbours));
 }
+
+// Each concept's best unit of one side (encoder or decoder states), best IoU first; a concept whose best unit does
+// not beat the best any unit reaches with the concepts shifted is shown faded.
+export function renderConceptUnits(table, { concepts }) {
+  const two = (value) => (typeof value === "number" ? value.toFixed(2) : "–");
+  const rows = [...concepts].sort((a, b) => b.iou - a.iou);
+  table.replaceChildren(
+    el("thead", {}, el("tr", {}, ...["concept", "unit", "IoU", "AP", "base"].map((head) => el("th", {}, head)))),
+    el("tbody", {}, ...rows.map((concept) => el("tr", {
+      "data-unit": concept.unit,
+      class: concept.iou > concept.best_baseline_iou ? null : "weak",
+      title: `unit ${concept.unit} is on ${concept.direction < 0 ? "below" : "above"} ${concept.threshold.toFixed(3)} ` +
+        `where ${concept.label} (${concept.category}); base: the best IoU of any unit with the concepts shifted`,
+    },
+    el("td", {}, concept.label),
+    el("td", {}, `${concept.unit}${concept.direction < 0 ? " −h" : ""}`),
+    el("td", {}, two(concept.iou)), el("td", {}, two(concept.ap)), el("td", {}, two(concept.best_baseline_iou))))));
+}

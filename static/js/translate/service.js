@@ -14,6 +14,12 @@ export class TranslateService {
     return api(`${this.base}/info`);
   }
 
+  // Each encoder or decoder unit's best concepts: {status: "ready", concepts: [{label, unit, direction, iou, ap,
+  // best_baseline_iou, ...}], tokens, ...}, or {status: "building", progress} while the server computes them.
+  labels(side) {
+    return api(`${this.base}/labels?${query({ side })}`);
+  }
+
   // The translation the state asks for: {shown, original, edits}. Without edits `shown` is the plain translation
   // and `original` null; with edits `shown` is the edited one and `original` the plain one beside it.
   async decode(state) {
