@@ -84,8 +84,15 @@ class LiveServer:
         self.thread.start()
 
     def close(self):
-        self.server.close()
+        """Close the listening socket and every open connection from the server's own loop thread (closing them
+        from here while it waits in select makes it fail with a bad file descriptor), then stop its workers."""
+        def close_all():
+            for dispatcher in list(self.server._map.values()):
+                dispatcher.close()
+
+        self.server.trigger.pull_trigger(close_all)
         self.thread.join(timeout=5)
+        self.server.task_dispatcher.shutdown()
 
 
 @pytest.fixture
