@@ -28,6 +28,7 @@ import torch
 from core.hooks import TraceDict
 from core.regions import Spectra, box_mask, check_options, pool_mask, search_regions
 from seqvis.broden import Broden
+from seqvis.jobs import Jobs
 from seqvis.units import feature_map, to_input
 
 FORMAT = 1                                               # bump when the cached features' meaning changes
@@ -49,6 +50,7 @@ class FeatureSearch:
         self._features: dict[str, np.ndarray] = {}
         self._spectra: dict[str, Spectra] = {}
         self._lock = threading.Lock()
+        self._jobs = Jobs()
 
     @property
     def dataset(self) -> Broden:
@@ -85,6 +87,28 @@ class FeatureSearch:
                     self._compute(layer, path, progress)
                 self._features[layer] = np.load(path, mmap_mode="r")
             return self._features[layer]
+
+    def prepare(self, layer: str) -> dict[str, Any]:
+        """Start computing `layer`'s features (and spectra) in the background unless they are cached; their status:
+        {"layer", "status": "ready" | "building" (with progress) | "failed" (with the error)}."""
+        self._check_layer(layer)
+        key = ("features", layer)
+
+        def build(progress: Any) -> bool:
+            self.spectra(layer, progress)                       # computes the features first where they are missing
+            return True
+
+        self._jobs.result(key, f"features {layer}", lambda: self._cached(layer) or None, build)
+        return {"layer": layer, **self._jobs.status(key)}
+
+    def _cached(self, layer: str) -> bool:
+        """Whether `layer`'s features (and the spectra it keeps) are on disk."""
+        path = self.cache_path(layer)
+        if not path.is_file():
+            return False
+        height, width = np.load(path, mmap_mode="r").shape[2:]
+        spectra = path.with_suffix(".spectra.npy")
+        return height * width < SPECTRA_CELLS or (spectra.is_file() and spectra.with_suffix(".npz").is_file())
 
     def spectra(self, layer: str, progress: Any = None) -> Spectra | None:
         """The spectra of `layer`'s features (None for maps under SPECTRA_CELLS cells, where windows are few),

@@ -4,6 +4,7 @@ answers 4xx naming the parameter; no file outside the project's dataset is serve
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,22 @@ def test_feature_search_finds_the_red_squares(client):
     assert brushed.status_code == 200 and brushed.json["results"] == results
 
 
+def test_features_are_prepared_in_the_background_once(client, monkeypatch):
+    """Asking for a layer's features starts computing them (and its spectra: 16x16 maps) in the background; the
+    status goes from building to ready, and a later search computes nothing."""
+    status = get(client, "features?layer=body.0").json
+    assert status["layer"] == "body.0" and status["status"] in ("building", "ready")
+    deadline = time.monotonic() + 60
+    while status["status"] == "building" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status = get(client, "features?layer=body.0").json
+    assert status["status"] == "ready", status
+    from seqvis import extract, regions
+    monkeypatch.setattr(extract, "load_model", lambda *a, **k: pytest.fail("features computed again"))
+    monkeypatch.setattr(regions.Spectra, "of", lambda *a, **k: pytest.fail("spectra computed again"))
+    assert len(get(client, "search?layer=body.0&item=1&box=0,0,8,8&k=3").json["results"]) == 3
+
+
 def test_a_bad_brushed_mask_is_named(client):
     for mask, message in [([[1, 1], [1, 1]], "mask: expected 16 rows of 16 values"),
                           (np.zeros((16, 16), int).tolist(), "mask: the region is empty"), ("x", "mask:")]:
@@ -146,6 +163,8 @@ def test_a_bad_brushed_mask_is_named(client):
     ("search?layer=body.0&item=1&box=0,0,4", 400, "box: expected four numbers"),
     ("search?layer=body.0&item=99&box=0,0,4,4", 404, "item: 99 is not an image"),
     ("search?layer=fc&item=1&box=0,0,4,4", 404, "layer: unknown layer 'fc'"),
+    ("features?layer=fc", 404, "layer: unknown layer 'fc'"),
+    ("features", 400, "layer: is required"),
     ("search?layer=body.0&item=1&box=0,0,4,4&k=0", 400, "k: must be at least 1"),
 ])
 def test_bad_input_names_the_parameter(client, route, status, named):

@@ -1,5 +1,5 @@
 """CNN unit inspector routes: /api/units/<project>/{layers,units,unit,image/<item>,detectors,classes,ablate,rank,
-search}."""
+features,search}."""
 from __future__ import annotations
 
 import threading
@@ -98,6 +98,13 @@ def rank(project: str):
     """Every unit of `layer` ablated alone, ranked by the change of `class`'s held-out accuracy (largest drop
     first); cached."""
     return jsonify(units_service(project).rank(params.string("layer"), params.string("class", max_length=500)))
+
+
+@blueprint.get("/features")
+def features(project: str):
+    """Whether `layer`'s features for region search are ready; computing them (over the whole dataset, once) starts
+    in the background on this call, with progress."""
+    return jsonify(feature_search(project).prepare(params.string("layer")))
 
 
 @blueprint.route("/search", methods=["GET", "POST"])

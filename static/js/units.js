@@ -129,6 +129,21 @@ function pickQuery(item) {
   runSearch();
 }
 
+// Wait until the layer's features for region search are computed (once, in the background), saying how far along
+// they are; false when a newer search took over meanwhile.
+const FEATURES_POLL_MS = 1000;
+async function featuresReady(layer, request) {
+  for (;;) {
+    const answer = await api(route("features", { layer }));
+    if (request !== searchRequest) return false;
+    if (answer.status === "ready") return true;
+    if (answer.status === "failed") throw new Error(`the features of ${layer} could not be computed: ${answer.error}`);
+    const done = answer.progress?.fraction != null ? ` ${Math.round(100 * answer.progress.fraction)}%` : "";
+    $("search-status").textContent = `computing the features of ${layer} over the dataset (once)…${done}`;
+    await new Promise((resolve) => { setTimeout(resolve, FEATURES_POLL_MS); });
+  }
+}
+
 // Show the query image and, with a box, the regions most similar to it at the current layer.
 async function runSearch() {
   const query = view.query ?? { item: 0, box: null, mask: null };
@@ -137,9 +152,11 @@ async function runSearch() {
   if (!query.box && !query.mask) {
     $("search-status").textContent = "Drag a box on the image to search.";
     $("search-results").replaceChildren();
+    api(route("features", { layer: view.layer })).catch(showError);     // computed while the user picks a region
     return;
   }
-  $("search-status").textContent = `searching ${view.layer}… (the first search of a layer computes its features)`;
+  if (!(await busy($("search-view"), () => featuresReady(view.layer, request)))) return;
+  $("search-status").textContent = `searching ${view.layer}…`;
   const region = query.box ? { box: query.box } : { mask: query.mask };
   const answer = await busy($("search-view"), () => api(`${base}/search`,
     { layer: view.layer, item: query.item, ...region, k: 12 }));
