@@ -38,7 +38,7 @@ from core.stats import Quantile
 ArrayLike = torch.Tensor | np.ndarray
 UNIONS = ("plain", "category")
 RESOLUTIONS = ("upsample", "pool")
-_CHUNK_VALUES = 1 << 22     # activation values thresholded (or ranked) at a time; bounds the temporaries
+_CHUNK_VALUES = 1 << 22     # values ranked, or label counts tallied, at a time; bounds the temporaries
 _EXACT_VALUES = 1 << 26     # activation values kept for exact thresholds (256 MB); past this a quantile sketch
 _READ_VALUES = 1 << 25      # values read at a time from an HDF5 dataset by search_thresholds
 

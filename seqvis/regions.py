@@ -107,8 +107,15 @@ class FeatureSearch:
         if not path.is_file():
             return False
         height, width = np.load(path, mmap_mode="r").shape[2:]
-        spectra = path.with_suffix(".spectra.npy")
-        return height * width < SPECTRA_CELLS or (spectra.is_file() and spectra.with_suffix(".npz").is_file())
+        return height * width < SPECTRA_CELLS or self._spectra_saved(layer)
+
+    def _spectra_path(self, layer: str) -> Path:
+        return self.cache_path(layer).with_suffix(".spectra.npy")
+
+    def _spectra_saved(self, layer: str) -> bool:
+        """Whether both files of `Spectra.save` for `layer` are there."""
+        path = self._spectra_path(layer)
+        return path.is_file() and path.with_suffix(".npz").is_file()
 
     def spectra(self, layer: str, progress: Any = None) -> Spectra | None:
         """The spectra of `layer`'s features (None for maps under SPECTRA_CELLS cells, where windows are few),
@@ -116,9 +123,9 @@ class FeatureSearch:
         features = self.features(layer, progress)
         if features.shape[2] * features.shape[3] < SPECTRA_CELLS:
             return None
-        path = self.cache_path(layer).with_suffix(".spectra.npy")
+        path = self._spectra_path(layer)
         with self._lock:
-            saved = path.is_file() and path.with_suffix(".npz").is_file()      # both files of Spectra.save
+            saved = self._spectra_saved(layer)
             if layer not in self._spectra or not saved:
                 if not saved:
                     if progress is not None:
